@@ -1,0 +1,515 @@
+"""The shared mask-generation core: pure functions, no ``Transform``, no global state.
+
+Every mix in this package is the same three stages:
+
+1. **sample** random parameters (the only stage that draws random numbers, from an optional
+   CPU :class:`torch.Generator`): :func:`sample_beta`, :func:`sample_boxes`;
+2. **build** a boolean mask of shape ``(B, H, W)``, ``True`` where sample ``i`` takes the pixel
+   of its partner: :func:`boxes_to_masks`, :func:`grid_to_masks`, :func:`top_k_cells`;
+3. **apply** it: :func:`paste` moves the partner pixels, :func:`mask_fractions` measures the
+   exact pasted fraction ``lam`` of every sample, and :func:`mix_labels` mixes the labels by it.
+
+``lam`` always comes from the mask actually built, never from the sampled number, so the label
+weights equal the pixel fractions exactly.
+
+Pairing: unless a ``partner`` index is given, output sample ``i`` takes its pasted pixels from
+input sample ``i - 1`` (sample ``0`` from sample ``B - 1``), the pairing of
+:class:`torchvision.transforms.v2.CutMix`. It works for every batch size, odd ones and 1 included
+(a batch of one is paired with itself and so comes out unchanged). The batch is expected to be
+shuffled, as a DataLoader with ``shuffle=True`` does.
+
+Example:
+    >>> import torch
+    >>> from torchvision_mix import masks
+    >>> g = torch.Generator().manual_seed(0)
+    >>> images = torch.rand(4, 3, 32, 48)
+    >>> boxes = masks.sample_boxes(4, 32, 48, alpha=1.0, per_sample=True, generator=g)
+    >>> m = masks.boxes_to_masks(boxes, 32, 48)
+    >>> m.shape, m.dtype
+    (torch.Size([4, 32, 48]), torch.bool)
+    >>> mixed = masks.paste(images, m)
+    >>> lam = masks.mask_fractions(m)
+    >>> labels = masks.mix_labels(torch.tensor([0, 1, 2, 3]), lam, num_classes=5)
+    >>> mixed.shape, labels.shape
+    (torch.Size([4, 3, 32, 48]), torch.Size([4, 5]))
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "sample_beta",
+    "sample_boxes",
+    "boxes_to_masks",
+    "cell_bounds",
+    "grid_to_masks",
+    "top_k_cells",
+    "mask_fractions",
+    "paste",
+    "mix_labels",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 1: sampling (CPU, optional generator)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_generator(generator: torch.Generator | None) -> None:
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, but got {type(generator).__name__}.")
+    if generator.device.type != "cpu":
+        raise ValueError(
+            "generator must be a CPU torch.Generator: the random parameters of a mix are a few numbers "
+            "per sample, drawn on the CPU so that the device never waits on them; "
+            f"got a generator on {generator.device}."
+        )
+
+
+def _log_standard_gamma(n: int, shape: float, generator: torch.Generator | None) -> Tensor:
+    """Log of ``n`` Gamma(shape, 1) draws (float64, CPU), by Marsaglia and Tsang's method.
+
+    Works in log space so that tiny shapes (α → 0) do not underflow to 0.
+    """
+    boost = shape < 1.0
+    d = (shape + 1.0 if boost else shape) - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    log_value = torch.empty(n, dtype=torch.float64)
+    todo = torch.arange(n)
+    # Each round accepts at least ~95% of the remaining draws; the loop is over rounds, not samples.
+    while todo.numel() > 0:
+        m = todo.numel()
+        x = torch.randn(m, dtype=torch.float64, generator=generator)
+        u = torch.rand(m, dtype=torch.float64, generator=generator)
+        v = (1.0 + c * x) ** 3
+        positive = v > 0
+        log_v = torch.log(torch.where(positive, v, torch.ones_like(v)))
+        accept = positive & (torch.log(u) < 0.5 * x * x + d - d * v + d * log_v)
+        log_value[todo[accept]] = math.log(d) + log_v[accept]
+        todo = todo[~accept]
+    if boost:
+        u = torch.rand(n, dtype=torch.float64, generator=generator)
+        log_value += torch.log(u) / shape
+    return log_value
+
+
+def sample_beta(
+    n: int, *, alpha: float = 1.0, beta: float | None = None, generator: torch.Generator | None = None
+) -> Tensor:
+    """Draw ``n`` samples of Beta(``alpha``, ``beta``) (``beta`` defaults to ``alpha``).
+
+    Unlike :class:`torch.distributions.Beta`, this takes a ``generator``, so a mix is
+    reproducible without touching torch's global random state.
+
+    Args:
+        n: number of samples.
+        alpha: first concentration, > 0.
+        beta: second concentration, > 0; ``None`` means ``alpha`` (the symmetric Beta of CutMix).
+        generator: a CPU :class:`torch.Generator`, or ``None`` for torch's global CPU generator.
+
+    Returns:
+        A float64 CPU tensor of shape ``(n,)`` with values in [0, 1].
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> sample_beta(3, alpha=0.5, generator=g).shape
+        torch.Size([3])
+    """
+    beta = alpha if beta is None else beta
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or math.isinf(value):
+            raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, but got {n!r}.")
+    _check_generator(generator)
+    log_a = _log_standard_gamma(n, float(alpha), generator)
+    log_b = _log_standard_gamma(n, float(beta), generator)
+    # a / (a + b) computed as a sigmoid of the log ratio: exact for tiny and huge values alike.
+    return torch.sigmoid(log_a - log_b)
+
+
+def _check_size(height: int, width: int) -> None:
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, but got {value!r}.")
+
+
+def sample_boxes(
+    batch_size: int,
+    height: int,
+    width: int,
+    *,
+    alpha: float = 1.0,
+    per_sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Sample CutMix boxes, one for the whole batch or one per sample.
+
+    For each box, the target pasted area ``t ~ Beta(alpha, alpha)``; the box is
+    ``floor(sqrt(t) * W)`` by ``floor(sqrt(t) * H)`` pixels, centred on a pixel drawn uniformly
+    over the image, then clipped to the image. (CutMix's paper draws λ ~ Beta(α, α) and uses
+    side ratio ``sqrt(1 - λ)``; as Beta(α, α) is symmetric, ``t = 1 - λ`` has the same law.)
+    Clipping shrinks boxes near the borders, which is why the exact pasted fraction must be
+    measured from the mask (:func:`mask_fractions`), not taken from ``t``.
+
+    Args:
+        batch_size: number of boxes to return (rows).
+        height: image height ``H`` in pixels.
+        width: image width ``W`` in pixels.
+        alpha: Beta concentration, > 0.
+        per_sample: draw an independent box for every sample; otherwise every row is the same box.
+        generator: a CPU :class:`torch.Generator`, or ``None`` for torch's global CPU generator.
+
+    Returns:
+        An int64 CPU tensor of shape ``(batch_size, 4)``: ``x1, y1, x2, y2`` with
+        ``0 <= x1 <= x2 <= W`` and ``0 <= y1 <= y2 <= H`` (half-open: columns ``x1 .. x2 - 1``).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> sample_boxes(2, 224, 224, generator=g).tolist()
+        [[33, 0, 224, 123], [33, 0, 224, 123]]
+    """
+    _check_size(height, width)
+    if not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"batch_size must be a non-negative int, but got {batch_size!r}.")
+    n = batch_size if per_sample else min(batch_size, 1)
+    area = sample_beta(n, alpha=alpha, generator=generator)
+    side = area.sqrt()
+    box_w = torch.floor(side * width).long()
+    box_h = torch.floor(side * height).long()
+    cx = torch.randint(width, (n,), generator=generator)
+    cy = torch.randint(height, (n,), generator=generator)
+    x1 = cx - box_w // 2
+    y1 = cy - box_h // 2
+    boxes = torch.stack([x1, y1, x1 + box_w, y1 + box_h], dim=1)
+    boxes[:, 0::2].clamp_(0, width)
+    boxes[:, 1::2].clamp_(0, height)
+    if not per_sample:
+        boxes = boxes.expand(batch_size, 4).contiguous()
+    return boxes
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 2: building masks (deterministic, on any device)
+# --------------------------------------------------------------------------------------------
+
+
+def boxes_to_masks(boxes: Tensor, height: int, width: int, *, device: torch.device | str | None = None) -> Tensor:
+    """Turn boxes ``(B, 4)`` (``x1, y1, x2, y2``, half-open, in pixels) into masks ``(B, H, W)``.
+
+    Coordinates outside the image are clipped; an empty box gives an all-``False`` mask.
+
+    Args:
+        boxes: integer tensor of shape ``(B, 4)``.
+        height: mask height ``H``.
+        width: mask width ``W``.
+        device: where to build the masks; defaults to ``boxes.device``. Only the ``4 * B``
+            coordinates travel, never a mask.
+
+    Returns:
+        A boolean tensor of shape ``(B, H, W)``.
+
+    Example:
+        >>> boxes_to_masks(torch.tensor([[1, 0, 3, 2]]), 3, 4).int()
+        tensor([[[0, 1, 1, 0],
+                 [0, 1, 1, 0],
+                 [0, 0, 0, 0]]], dtype=torch.int32)
+    """
+    _check_size(height, width)
+    if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
+        got = f"shape {tuple(boxes.shape)}" if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must be a tensor of shape (B, 4), but got {got}.")
+    if boxes.is_floating_point() or boxes.is_complex() or boxes.dtype == torch.bool:
+        raise TypeError(f"boxes must hold integer pixel coordinates, but got dtype {boxes.dtype}.")
+    device = boxes.device if device is None else torch.device(device)
+    boxes = boxes.to(device, non_blocking=True)
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    in_rows = (rows >= boxes[:, 1:2]) & (rows < boxes[:, 3:4])  # (B, H)
+    in_cols = (cols >= boxes[:, 0:1]) & (cols < boxes[:, 2:3])  # (B, W)
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+
+def cell_bounds(size: int, cells: int) -> Tensor:
+    """Pixel boundaries of ``cells`` grid cells along an axis of ``size`` pixels.
+
+    Cell ``k`` covers pixels ``ceil(k * size / cells)`` up to (excluded)
+    ``ceil((k + 1) * size / cells)``: integer cells that tile the axis exactly, every pixel in
+    exactly one cell, sizes differing by at most one pixel. Pixel ``r`` lies in cell
+    ``floor(r * cells / size)``.
+
+    Returns:
+        An int64 tensor of shape ``(cells + 1,)`` from ``0`` to ``size``.
+
+    Example:
+        >>> cell_bounds(224, 7).tolist()
+        [0, 32, 64, 96, 128, 160, 192, 224]
+        >>> cell_bounds(61, 7).diff().tolist()
+        [9, 9, 9, 8, 9, 9, 8]
+    """
+    if not isinstance(cells, int) or isinstance(cells, bool) or cells < 1:
+        raise ValueError(f"cells must be an int >= 1, but got {cells!r}.")
+    if not isinstance(size, int) or isinstance(size, bool) or size < cells:
+        raise ValueError(f"size must be an int >= cells ({cells}) so that no cell is empty, but got {size!r}.")
+    k = torch.arange(cells + 1)
+    return (k * size + cells - 1) // cells
+
+
+def grid_to_masks(cells: Tensor, height: int, width: int) -> Tensor:
+    """Upsample a boolean cell grid ``(B, gh, gw)`` to pixel masks ``(B, H, W)``, exactly.
+
+    The ``gh x gw`` cells tile the image as :func:`cell_bounds` says, for every ``H`` and ``W``
+    (sizes that ``gh``/``gw`` do not divide and non-square images included): no overlap, no gap,
+    no pixel short. Requires ``gh <= H`` and ``gw <= W``.
+
+    Example:
+        >>> cells = torch.tensor([[[True, False], [False, False]]])
+        >>> grid_to_masks(cells, 3, 5).int()
+        tensor([[[1, 1, 1, 0, 0],
+                 [1, 1, 1, 0, 0],
+                 [0, 0, 0, 0, 0]]], dtype=torch.int32)
+    """
+    _check_size(height, width)
+    if not isinstance(cells, Tensor) or cells.ndim != 3:
+        got = f"shape {tuple(cells.shape)}" if isinstance(cells, Tensor) else type(cells).__name__
+        raise ValueError(f"cells must be a tensor of shape (B, gh, gw), but got {got}.")
+    if cells.dtype != torch.bool:
+        raise TypeError(f"cells must be a boolean tensor, but got dtype {cells.dtype}.")
+    gh, gw = cells.shape[1:]
+    if gh > height or gw > width:
+        raise ValueError(
+            f"The grid ({gh}x{gw}) is larger than the image ({height}x{width}): some cells would hold no pixel."
+        )
+    row_cell = torch.arange(height, device=cells.device) * gh // height
+    col_cell = torch.arange(width, device=cells.device) * gw // width
+    return cells.index_select(1, row_cell).index_select(2, col_cell)
+
+
+def top_k_cells(heatmaps: Tensor, k: int | Tensor) -> Tensor:
+    """Select the ``k`` highest cells of every heatmap ``(B, gh, gw)``.
+
+    Ties are broken deterministically: among equal values the cell with the lower flat
+    (row-major) index wins. ``NaN`` cells rank last. Runs on the heatmaps' device without a host
+    synchronisation.
+
+    Args:
+        heatmaps: real tensor of shape ``(B, gh, gw)``.
+        k: number of cells per sample, an int or an integer tensor of shape ``(B,)`` (one per
+            sample), each in ``[0, gh * gw]``.
+
+    Returns:
+        A boolean tensor of shape ``(B, gh, gw)`` with exactly ``k`` (or ``k[i]``) ``True`` cells
+        per sample.
+
+    Example:
+        >>> heat = torch.tensor([[[0.1, 0.9], [0.5, 0.9]]])
+        >>> top_k_cells(heat, 2).int()
+        tensor([[[0, 1],
+                 [0, 1]]], dtype=torch.int32)
+    """
+    if not isinstance(heatmaps, Tensor) or heatmaps.ndim != 3:
+        got = f"shape {tuple(heatmaps.shape)}" if isinstance(heatmaps, Tensor) else type(heatmaps).__name__
+        raise ValueError(f"heatmaps must be a tensor of shape (B, gh, gw), but got {got}.")
+    if heatmaps.is_complex() or heatmaps.dtype == torch.bool:
+        raise TypeError(f"heatmaps must be real numbers, but got dtype {heatmaps.dtype}.")
+    batch, gh, gw = heatmaps.shape
+    n = gh * gw
+    if isinstance(k, Tensor):
+        if k.shape != (batch,) or k.is_floating_point() or k.dtype == torch.bool:
+            raise ValueError(f"k must be an int or an integer tensor of shape ({batch},), but got {k.dtype} {tuple(k.shape)}.")
+        k = k.to(heatmaps.device, non_blocking=True)[:, None]
+    elif not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= n:
+        raise ValueError(f"k must be an int in [0, {n}] (the number of cells), but got {k!r}.")
+    flat = heatmaps.reshape(batch, n)
+    if flat.is_floating_point():
+        flat = torch.nan_to_num(flat, nan=-math.inf)
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(n, device=flat.device).expand(batch, n))
+    return (ranks < k).reshape(batch, gh, gw)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 3: applying masks
+# --------------------------------------------------------------------------------------------
+
+
+def mask_fractions(masks: Tensor, *, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The exact fraction of ``True`` pixels of each mask ``(B, H, W)``: the pasted fraction ``lam``.
+
+    Counts are integers, divided once in float64 and then cast to ``dtype``.
+
+    Example:
+        >>> m = torch.zeros(2, 7, 7, dtype=torch.bool)
+        >>> m[0, :2, :3] = True
+        >>> mask_fractions(m, dtype=torch.float64).tolist() == [6 / 49, 0.0]
+        True
+    """
+    if not isinstance(masks, Tensor) or masks.ndim != 3 or masks.dtype != torch.bool:
+        got = f"{masks.dtype} of shape {tuple(masks.shape)}" if isinstance(masks, Tensor) else type(masks).__name__
+        raise ValueError(f"masks must be a boolean tensor of shape (B, H, W), but got {got}.")
+    pixels = masks.shape[1] * masks.shape[2]
+    if pixels == 0:
+        raise ValueError(f"masks must hold at least one pixel, but got shape {tuple(masks.shape)}.")
+    counts = masks.reshape(masks.shape[0], pixels).sum(dim=1)
+    return (counts.to(torch.float64) / pixels).to(dtype)
+
+
+def _check_partner(partner: Tensor | None, batch_size: int, device: torch.device) -> Tensor | None:
+    if partner is None:
+        return None
+    if not isinstance(partner, Tensor) or partner.shape != (batch_size,) or partner.dtype not in (torch.int64, torch.int32):
+        got = f"{partner.dtype} of shape {tuple(partner.shape)}" if isinstance(partner, Tensor) else type(partner).__name__
+        raise ValueError(f"partner must be an int64 tensor of shape ({batch_size},), but got {got}.")
+    return partner.to(device, non_blocking=True)
+
+
+def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inplace: bool = False) -> Tensor:
+    """Paste partner pixels where ``masks`` is ``True``: ``out[i] = where(mask[i], x[partner[i]], x[i])``.
+
+    Works on anything laid out as ``(B, ..., H, W)``: images ``(B, C, H, W)``, videos
+    ``(B, T, C, H, W)`` (the same mask on every frame), segmentation masks ``(B, H, W)``. Keeps
+    dtype, device and memory format (channels_last stays channels_last).
+
+    Args:
+        images: the batch, of shape ``(B, ..., H, W)``.
+        masks: boolean tensor ``(B, H, W)`` on the same device.
+        partner: int64 indices ``(B,)``: sample ``i`` takes pixels from sample ``partner[i]``.
+            ``None`` means ``i - 1`` (cyclic), which needs no gather.
+        inplace: write into ``images`` and return it. Otherwise ``images`` is left untouched and a
+            new tensor is returned.
+
+    Returns:
+        The mixed batch (``images`` itself when ``inplace``).
+    """
+    if not isinstance(images, Tensor) or images.ndim < 3:
+        got = f"shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor of shape (B, ..., H, W), but got {got}.")
+    batch, height, width = images.shape[0], images.shape[-2], images.shape[-1]
+    if not isinstance(masks, Tensor) or masks.dtype != torch.bool or masks.shape != (batch, height, width):
+        got = f"{masks.dtype} of shape {tuple(masks.shape)}" if isinstance(masks, Tensor) else type(masks).__name__
+        raise ValueError(f"masks must be a boolean tensor of shape {(batch, height, width)}, but got {got}.")
+    if masks.device != images.device:
+        raise ValueError(f"masks are on {masks.device} but images on {images.device}.")
+    partner = _check_partner(partner, batch, images.device)
+    m = masks.reshape(batch, *([1] * (images.ndim - 3)), height, width)
+    if partner is not None:
+        source = images.index_select(0, partner)
+        out = images if inplace else torch.empty_like(images)
+        return torch.where(m, source, images, out=out)
+    if inplace:
+        return torch.where(m, images.roll(1, 0), images, out=images)
+    out = torch.empty_like(images)
+    if batch > 0:
+        # Two views instead of a rolled copy: rows 1.. take from rows 0..B-2, row 0 from row B-1.
+        torch.where(m[1:], images[:-1], images[1:], out=out[1:])
+        torch.where(m[:1], images[-1:], images[:1], out=out[:1])
+    return out
+
+
+def _paste_box_(images: Tensor, box: tuple[int, int, int, int]) -> Tensor:
+    """In-place paste of one box shared by the whole batch, with the default pairing.
+
+    Same result as ``paste(images, boxes_to_masks(box repeated), inplace=True)``, but moves only
+    the pasted region: its copy is the only allocation.
+    """
+    x1, y1, x2, y2 = box
+    region = images[..., y1:y2, x1:x2]
+    region.copy_(region.roll(1, 0))
+    return images
+
+
+def _one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
+    out = torch.zeros(labels.shape[0], num_classes, dtype=dtype, device=labels.device)
+    return out.scatter_(1, labels[:, None].long(), 1)
+
+
+def _check_labels(labels: Tensor, *, num_classes: int | None, batch_size: int | None = None) -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``labels`` are valid index or soft labels.
+
+    Index labels: integer tensor ``(B,)`` with values in ``[0, num_classes)``; the range is
+    checked on CPU tensors only, since reading a device tensor would force a host
+    synchronisation (as :func:`torch.nn.functional.one_hot` does, an out-of-range index on a GPU
+    triggers a device-side error later instead). Soft labels: tensor ``(B, K)``, ``K`` equal to
+    ``num_classes`` when given.
+    """
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"The labels must be a tensor, but got {type(labels).__name__} instead.")
+    if labels.ndim not in (1, 2):
+        raise ValueError(
+            "The labels must be class indices of shape (batch_size,) or soft labels of shape "
+            f"(batch_size, num_classes), but got a tensor of shape {tuple(labels.shape)}."
+        )
+    if batch_size is not None and labels.shape[0] != batch_size:
+        raise ValueError(
+            f"The batch size of the labels does not match the batch size of the images: {labels.shape[0]} != {batch_size}."
+        )
+    if labels.is_complex():
+        raise TypeError(f"The labels must be real, but got dtype {labels.dtype}.")
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
+        raise ValueError(f"num_classes must be an int >= 1 or None, but got {num_classes!r}.")
+    if labels.ndim == 2:
+        if num_classes is not None and labels.shape[1] != num_classes:
+            raise ValueError(
+                f"Soft labels must have num_classes={num_classes} columns, but got shape {tuple(labels.shape)}. "
+                "Leave num_classes=None to take the width from the labels."
+            )
+        return
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(
+            f"Index labels of shape (batch_size,) must be an integer tensor (int64), but got dtype {labels.dtype}."
+        )
+    if num_classes is None:
+        raise ValueError("num_classes must be passed when the labels are class indices of shape (batch_size,).")
+    if labels.device.type == "cpu" and labels.numel() > 0:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            bad = low if low < 0 else high
+            raise ValueError(f"Class indices must be in [0, {num_classes}), but got {bad}.")
+
+
+def mix_labels(
+    labels: Tensor,
+    lam: Tensor,
+    *,
+    num_classes: int | None = None,
+    partner: Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Mix labels by the pasted fractions: ``out[i] = (1 - lam[i]) * y[i] + lam[i] * y[partner[i]]``.
+
+    Args:
+        labels: class indices ``(B,)`` (integer; need ``num_classes``) or soft labels ``(B, K)``.
+        lam: the pasted fraction of every sample, ``(B,)``, from :func:`mask_fractions`.
+        num_classes: number of classes for index labels; checked against ``K`` for soft labels.
+        partner: the same ``partner`` given to :func:`paste`; ``None`` means ``i - 1`` (cyclic).
+        label_smoothing: ε in [0, 1): before mixing, the target class gets ``1 - ε + ε / K``
+            and every other class ``ε / K`` (soft labels become ``(1 - ε) * y + ε / K``).
+
+    Returns:
+        Soft labels ``(B, K)``: float32 for index or integer labels, otherwise the labels' dtype.
+    """
+    _check_labels(labels, num_classes=num_classes)
+    batch = labels.shape[0]
+    if not isinstance(lam, Tensor) or lam.shape != (batch,):
+        got = f"shape {tuple(lam.shape)}" if isinstance(lam, Tensor) else type(lam).__name__
+        raise ValueError(f"lam must be a tensor of shape ({batch},), but got {got}.")
+    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), but got {label_smoothing!r}.")
+    partner = _check_partner(partner, batch, labels.device)
+    if labels.ndim == 1:
+        assert num_classes is not None  # checked above
+        y = _one_hot(labels, num_classes, torch.float32)
+    else:
+        y = labels if labels.is_floating_point() else labels.to(torch.float32)
+    if label_smoothing > 0:
+        y = y * (1.0 - label_smoothing) + label_smoothing / y.shape[1]
+    y_partner = y.roll(1, 0) if partner is None else y.index_select(0, partner)
+    w = lam.to(device=y.device, dtype=y.dtype, non_blocking=True)[:, None]
+    return y * (1.0 - w) + y_partner * w
