@@ -50,8 +50,8 @@ def test_sample_boxes_lie_in_the_image(batch, height, width, alpha, per_sample, 
     boxes = masks.sample_boxes(batch, height, width, alpha=alpha, per_sample=per_sample, generator=g)
     assert boxes.shape == (batch, 4) and boxes.dtype == torch.int64
     x1, y1, x2, y2 = boxes.unbind(1)
-    assert ((0 <= x1) & (x1 <= x2) & (x2 <= width)).all()
-    assert ((0 <= y1) & (y1 <= y2) & (y2 <= height)).all()
+    assert ((x1 >= 0) & (x1 <= x2) & (x2 <= width)).all()
+    assert ((y1 >= 0) & (y1 <= y2) & (y2 <= height)).all()
     if not per_sample and batch > 0:
         assert (boxes == boxes[0]).all()
 

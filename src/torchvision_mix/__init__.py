@@ -8,4 +8,4 @@ from ._transforms import CutMix
 
 __version__ = "0.1.0"
 
-__all__ = ["CutMix", "masks", "__version__"]
+__all__ = ["CutMix", "__version__", "masks"]

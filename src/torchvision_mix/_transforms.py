@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import collections.abc
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import PIL.Image
 import torch
@@ -101,9 +102,15 @@ class _MixTransform(Transform):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
             raise ValueError(f"num_classes must be an int >= 1 or None, but got {num_classes!r}.")
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
+        if (
+            isinstance(label_smoothing, bool)
+            or not isinstance(label_smoothing, (int, float))
+            or not 0.0 <= label_smoothing < 1.0
+        ):
             raise ValueError(f"label_smoothing must be in [0, 1), but got {label_smoothing!r}.")
         _masks._check_generator(generator)
         self.num_classes = num_classes
@@ -130,14 +137,14 @@ class _MixTransform(Transform):
 
     def _check_leaf(self, leaf: Tensor, reference: tuple[int, int, int] | None) -> tuple[int, int, int]:
         name = type(leaf).__name__
+        expected: tuple[int, ...]
         if isinstance(leaf, tv_tensors.Video):
-            expected, layout = 5, "(B, T, C, H, W)"
+            expected, layout = (5,), "(B, T, C, H, W)"
         elif isinstance(leaf, tv_tensors.Mask):
             expected, layout = (3, 4), "(B, H, W) or (B, 1, H, W)"
         else:
-            expected, layout = 4, "(B, C, H, W)"
-        ok = leaf.ndim in expected if isinstance(expected, tuple) else leaf.ndim == expected
-        if not ok:
+            expected, layout = (4,), "(B, C, H, W)"
+        if leaf.ndim not in expected:
             raise ValueError(
                 f"{type(self).__name__}() expected a batched {name} of shape {layout}, "
                 f"but got {leaf.ndim} dimensions (shape {tuple(leaf.shape)}) instead."
@@ -156,7 +163,9 @@ class _MixTransform(Transform):
                 f"(B, H, W): {reference} != {size} ({name} of shape {tuple(leaf.shape)})."
             )
         if size[1] * size[2] == 0:
-            raise ValueError(f"{type(self).__name__}() needs images with at least one pixel, but got shape {tuple(leaf.shape)}.")
+            raise ValueError(
+                f"{type(self).__name__}() needs images with at least one pixel, but got shape {tuple(leaf.shape)}."
+            )
         return size
 
     def _validate(self, inputs: Any, flat_inputs: list[Any]) -> tuple[list[int], Tensor | None]:

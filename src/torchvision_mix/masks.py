@@ -42,15 +42,15 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "sample_beta",
-    "sample_boxes",
     "boxes_to_masks",
     "cell_bounds",
     "grid_to_masks",
-    "top_k_cells",
     "mask_fractions",
-    "paste",
     "mix_labels",
+    "paste",
+    "sample_beta",
+    "sample_boxes",
+    "top_k_cells",
 ]
 
 
@@ -322,7 +322,9 @@ def top_k_cells(heatmaps: Tensor, k: int | Tensor) -> Tensor:
     n = gh * gw
     if isinstance(k, Tensor):
         if k.shape != (batch,) or k.is_floating_point() or k.dtype == torch.bool:
-            raise ValueError(f"k must be an int or an integer tensor of shape ({batch},), but got {k.dtype} {tuple(k.shape)}.")
+            raise ValueError(
+                f"k must be an int or an integer tensor of shape ({batch},), but got {k.dtype} {tuple(k.shape)}."
+            )
         k = k.to(heatmaps.device, non_blocking=True)[:, None]
     elif not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= n:
         raise ValueError(f"k must be an int in [0, {n}] (the number of cells), but got {k!r}.")
@@ -364,8 +366,16 @@ def mask_fractions(masks: Tensor, *, dtype: torch.dtype = torch.float32) -> Tens
 def _check_partner(partner: Tensor | None, batch_size: int, device: torch.device) -> Tensor | None:
     if partner is None:
         return None
-    if not isinstance(partner, Tensor) or partner.shape != (batch_size,) or partner.dtype not in (torch.int64, torch.int32):
-        got = f"{partner.dtype} of shape {tuple(partner.shape)}" if isinstance(partner, Tensor) else type(partner).__name__
+    if (
+        not isinstance(partner, Tensor)
+        or partner.shape != (batch_size,)
+        or partner.dtype not in (torch.int64, torch.int32)
+    ):
+        got = (
+            f"{partner.dtype} of shape {tuple(partner.shape)}"
+            if isinstance(partner, Tensor)
+            else type(partner).__name__
+        )
         raise ValueError(f"partner must be an int64 tensor of shape ({batch_size},), but got {got}.")
     return partner.to(device, non_blocking=True)
 
@@ -448,11 +458,14 @@ def _check_labels(labels: Tensor, *, num_classes: int | None, batch_size: int | 
         )
     if batch_size is not None and labels.shape[0] != batch_size:
         raise ValueError(
-            f"The batch size of the labels does not match the batch size of the images: {labels.shape[0]} != {batch_size}."
+            "The batch size of the labels does not match the batch size of the images: "
+            f"{labels.shape[0]} != {batch_size}."
         )
     if labels.is_complex():
         raise TypeError(f"The labels must be real, but got dtype {labels.dtype}.")
-    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
+    if num_classes is not None and (
+        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
+    ):
         raise ValueError(f"num_classes must be an int >= 1 or None, but got {num_classes!r}.")
     if labels.ndim == 2:
         if num_classes is not None and labels.shape[1] != num_classes:

@@ -217,4 +217,3 @@ def _weight(row: Tensor, own: Tensor, other: Tensor) -> float | None:
 
 def _fits(row: Tensor, own: Tensor, other: Tensor, w: float, atol: float) -> bool:
     return bool(torch.allclose(row, own * (1 - w) + other * w, rtol=0, atol=atol))
-

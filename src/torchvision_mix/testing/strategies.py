@@ -27,11 +27,11 @@ from torchvision import tv_tensors
 __all__ = [
     "IMAGE_DTYPES",
     "KINDS",
-    "seeds",
     "generators",
     "image_batches",
     "labels",
     "mix_inputs",
+    "seeds",
 ]
 
 #: The dtypes torchvision images come in.
