@@ -1,11 +1,12 @@
 """torchvision_mix: exact, fast batch-mixing augmentations for ``torchvision.transforms.v2``.
 
-Public names: :class:`CutMix`, and the mask core in :mod:`torchvision_mix.masks`.
+Public names: :class:`CutMix`, :class:`AttentiveCutMix`, the mask core in :mod:`torchvision_mix.masks`
+and the feature extractors in :mod:`torchvision_mix.attention`.
 """
 
-from . import masks
-from ._transforms import CutMix
+from . import attention, masks
+from ._transforms import AttentiveCutMix, CutMix
 
 __version__ = "0.1.0"
 
-__all__ = ["CutMix", "__version__", "masks"]
+__all__ = ["AttentiveCutMix", "CutMix", "__version__", "attention", "masks"]

@@ -16,7 +16,7 @@ from torchvision.transforms.v2 import Transform
 
 from . import masks as _masks
 
-__all__ = ["CutMix"]
+__all__ = ["AttentiveCutMix", "CutMix"]
 
 _LabelsGetter = Callable[[Any], Any]
 
@@ -76,6 +76,11 @@ def _check_alpha(alpha: Any) -> float:
     return float(alpha)
 
 
+def _main_batch(leaves: list[Any]) -> Tensor:
+    """The leaf that drives the mix: the first image/video (or plain tensor), else the first mask."""
+    return next((x for x in leaves if not isinstance(x, tv_tensors.Mask)), leaves[0])
+
+
 def _lam_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
@@ -125,14 +130,17 @@ class _MixTransform(Transform):
     # Input discovery and validation: everything is checked before anything is changed.
     # ---------------------------------------------------------------------------------------
 
-    def _find_batch_leaves(self, flat_inputs: list[Any], labels: Tensor | None) -> list[int]:
-        """Indices of the leaves to mix: Images, Videos and Masks; else the first plain tensor."""
+    def _find_batch_leaves(self, flat_inputs: list[Any], exclude: list[Any]) -> list[int]:
+        """Indices of the leaves to mix: Images, Videos and Masks; else the first plain tensor.
+
+        ``exclude`` holds the labels and other side inputs, never taken for the image batch.
+        """
         explicit = [
             i for i, x in enumerate(flat_inputs) if isinstance(x, (tv_tensors.Image, tv_tensors.Video, tv_tensors.Mask))
         ]
         if any(not isinstance(flat_inputs[i], tv_tensors.Mask) for i in explicit):
             return explicit
-        plain = [i for i, x in enumerate(flat_inputs) if _is_pure_tensor(x) and x is not labels]
+        plain = [i for i, x in enumerate(flat_inputs) if _is_pure_tensor(x) and all(x is not e for e in exclude)]
         return explicit + plain[:1]
 
     def _check_leaf(self, leaf: Tensor, reference: tuple[int, int, int] | None) -> tuple[int, int, int]:
@@ -168,7 +176,7 @@ class _MixTransform(Transform):
             )
         return size
 
-    def _validate(self, inputs: Any, flat_inputs: list[Any]) -> tuple[list[int], Tensor | None]:
+    def _validate(self, inputs: Any, flat_inputs: list[Any]) -> tuple[list[int], Tensor | None, dict[str, Any]]:
         for x in flat_inputs:
             if isinstance(x, self._unsupported):
                 raise TypeError(
@@ -179,7 +187,8 @@ class _MixTransform(Transform):
         labels = None if self._labels_getter is None else self._labels_getter(inputs)
         if self._labels_getter is not None and not isinstance(labels, Tensor):
             raise TypeError(f"The labels must be a tensor, but got {type(labels).__name__} instead.")
-        leaves = self._find_batch_leaves(flat_inputs, labels)
+        extras = self._find_extras(inputs)
+        leaves = self._find_batch_leaves(flat_inputs, [labels, *extras.values()])
         if not leaves:
             raise TypeError(
                 f"{type(self).__name__}() found no batch to mix: expected a tv_tensors.Image, Video, Mask or a plain "
@@ -194,11 +203,15 @@ class _MixTransform(Transform):
         if labels is not None:
             assert reference is not None
             _masks._check_labels(labels, num_classes=self.num_classes, batch_size=reference[0])
-        self._check_batch(flat_inputs[leaves[0]])
-        return leaves, labels
+        self._check_batch(_main_batch([flat_inputs[i] for i in leaves]), extras)
+        return leaves, labels, extras
 
-    def _check_batch(self, batch: Tensor) -> None:
-        """Hook for subclass-specific checks of the first batch leaf (runs before any change)."""
+    def _find_extras(self, inputs: Any) -> dict[str, Any]:
+        """Hook: side inputs a subclass reads from the sample (passed through unchanged)."""
+        return {}
+
+    def _check_batch(self, batch: Tensor, extras: dict[str, Any]) -> None:
+        """Hook: subclass-specific checks of the batch and side inputs (runs before any change)."""
 
     # ---------------------------------------------------------------------------------------
     # The mix
@@ -207,8 +220,8 @@ class _MixTransform(Transform):
     def forward(self, *inputs: Any) -> Any:
         inputs = inputs if len(inputs) > 1 else inputs[0]
         flat_inputs, spec = tree_flatten(inputs)
-        leaves, labels = self._validate(inputs, flat_inputs)
-        params = self.make_params([flat_inputs[i] for i in leaves])
+        leaves, labels, extras = self._validate(inputs, flat_inputs)
+        params = self.make_params([flat_inputs[i] for i in leaves], **extras)
         params["labels"] = labels
         flat_outputs = list(flat_inputs)
         for i in leaves:
@@ -219,12 +232,12 @@ class _MixTransform(Transform):
                     flat_outputs[i] = self.transform(x, params)
         return tree_unflatten(flat_outputs, spec)
 
-    def _build_masks(self, batch: Tensor) -> tuple[Tensor | None, tuple[int, int, int, int] | None]:
+    def _build_masks(self, batch: Tensor, **extras: Any) -> tuple[Tensor | None, tuple[int, int, int, int] | None]:
         raise NotImplementedError
 
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        batch = flat_inputs[0]
-        masks, box = self._build_masks(batch)
+    def make_params(self, flat_inputs: list[Any], **extras: Any) -> dict[str, Any]:
+        batch = _main_batch(flat_inputs)
+        masks, box = self._build_masks(batch, **extras)
         size, device = batch.shape[0], batch.device
         if masks is None:
             lam = torch.zeros(size, dtype=_lam_dtype(device), device=device)
@@ -343,7 +356,7 @@ class CutMix(_MixTransform):
         )
         self.alpha = _check_alpha(alpha)
 
-    def _build_masks(self, batch: Tensor) -> tuple[Tensor | None, tuple[int, int, int, int] | None]:
+    def _build_masks(self, batch: Tensor, **extras: Any) -> tuple[Tensor | None, tuple[int, int, int, int] | None]:
         size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
         apply = self._draw_apply(size)
         if apply is False:
@@ -359,3 +372,280 @@ class CutMix(_MixTransform):
         mask = _masks.boxes_to_masks(boxes[:1], height, width, device=batch.device)
         x1, y1, x2, y2 = boxes[0].tolist()  # a CPU tensor: no device synchronisation
         return mask.expand(size, height, width), (x1, y1, x2, y2)
+
+
+def _default_attention_getter(inputs: Any) -> Tensor | None:
+    """The value of a dict key containing 'attention' or 'heatmap' (case-insensitive), if any."""
+    if isinstance(inputs, (tuple, list)) and len(inputs) >= 2:
+        inputs = inputs[1]
+    if not isinstance(inputs, collections.abc.Mapping):
+        return None
+    for key in inputs:
+        if isinstance(key, str) and ("attention" in key.lower() or "heatmap" in key.lower()):
+            value: Tensor | None = inputs[key]
+            return value
+    return None
+
+
+def _to_float(images: Tensor) -> Tensor:
+    if images.is_floating_point():
+        return images
+    if images.dtype == torch.bool:
+        return images.float()
+    return images.float().div_(torch.iinfo(images.dtype).max)
+
+
+class _EvalMode:
+    """Run a module in eval mode, then restore the mode its owner had set."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module if isinstance(module, torch.nn.Module) else None
+        self.modes: list[tuple[torch.nn.Module, bool]] = []
+
+    def __enter__(self) -> None:
+        if self.module is not None:
+            self.modes = [(m, m.training) for m in self.module.modules()]
+            self.module.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        for m, training in self.modes:
+            m.training = training
+
+
+class AttentiveCutMix(_MixTransform):
+    """Attentive CutMix: paste the donor's most attended grid cells, chosen by a pretrained CNN.
+
+    Paper: `Attentive CutMix: An Enhanced Data Augmentation Approach for Deep Learning Based Image
+    Classification <https://arxiv.org/abs/2003.13048>`_ (Walawalkar et al., ICASSP 2020).
+
+    For output sample ``i`` with donor ``j = i - 1`` (the pairing of :class:`CutMix`):
+
+    1. the feature extractor runs once on the whole batch (every sample is some sample's donor);
+       the heatmap of ``j`` is the mean over channels of its feature map, adaptively average-pooled
+       to ``grid_size x grid_size`` when the map has another size;
+    2. the donor's ``top_k`` highest cells are chosen (ties: the lower row-major index wins);
+    3. the cells are mapped to pixel rectangles that tile the image exactly, for any ``H`` and
+       ``W`` (:func:`torchvision_mix.masks.cell_bounds`);
+    4. the donor's pixels in those cells are pasted onto sample ``i`` at the same places;
+    5. the label is ``(1 - lam) * y_i + lam * y_j`` with ``lam`` the exact pasted fraction (6/49
+       for 224×224, grid 7, ``top_k`` 6).
+
+    Everything else (inputs, dtypes, devices, labels, ``p``, ``per_sample``, ``inplace``,
+    ``label_smoothing``, ``generator``, errors) is as in :class:`CutMix`.
+
+    Args:
+        feature_extractor: an ``nn.Module`` or callable mapping a float batch ``(B, C, H, W)`` to
+            feature maps ``(B, C', h, w)``. It runs once per batch, without gradients, on the
+            batch's device (a module must already be there); a module is run in eval mode and
+            then left in the mode it had. ``None`` (default): the paper's torchvision
+            ImageNet-pretrained ResNet-50 up to its last stage, built on first use by
+            :func:`torchvision_mix.attention.feature_extractor`; it expects images in [0, 1] and
+            normalises them itself.
+        grid_size: cells per side of the grid, >= 1 and at most the image's height and width.
+        top_k: cells pasted per sample, in ``[1, grid_size ** 2]``. ``None`` together with
+            ``alpha``: draw it (the "AttentiveMix+" variant).
+        alpha: when given, ``top_k`` is drawn as ``round(t * grid_size ** 2)`` clipped to
+            ``[1, grid_size ** 2]``, ``t ~ Beta(alpha, alpha)``: once per batch, or once per
+            sample with ``per_sample``.
+        preprocess: a callable applied to the float batch before the feature extractor (e.g.
+            ``v2.Normalize(mean, std)`` for a custom ImageNet backbone). Floating-point batches
+            reach it unchanged; integer batches are first scaled to float32 in [0, 1] (divided by
+            their dtype's maximum, 255 for uint8). Videos give their middle frame.
+        attention_getter: where precomputed attention comes from, so no forward pass runs:
+            ``"default"`` takes the value of a dict key containing ``attention`` or ``heatmap``
+            (case-insensitive) when there is one; a callable gets the transform's input and
+            returns a tensor or ``None``; ``None`` never looks. Attention is heatmaps
+            ``(B, h, w)`` or feature maps ``(B, C, h, w)`` of the samples themselves (not of
+            their donors), pooled to the grid like the extractor's output; it is passed through
+            unchanged.
+        autocast: run the feature extractor under :func:`torch.autocast` (bfloat16 on CPU,
+            float16 on CUDA).
+        channels_last: give the feature extractor a channels_last batch (faster convolutions).
+        num_classes: as in :class:`CutMix`.
+        labels_getter: as in :class:`CutMix`.
+        p: as in :class:`CutMix`; a batch that is not mixed costs no forward pass.
+        per_sample: draw ``p`` (and ``top_k`` with ``alpha``) per sample.
+        inplace: as in :class:`CutMix`.
+        label_smoothing: as in :class:`CutMix`.
+        generator: as in :class:`CutMix`.
+
+    Example:
+        >>> import torch
+        >>> from torchvision_mix import AttentiveCutMix, attention
+        >>> extractor = attention.feature_extractor("resnet18", weights=None)  # offline example
+        >>> mix = AttentiveCutMix(feature_extractor=extractor, num_classes=10)
+        >>> images, labels = torch.rand(4, 3, 224, 224), torch.tensor([0, 1, 2, 3])
+        >>> images, labels = mix(images, labels)
+        >>> labels.max(dim=1).values.mul(49).round().tolist()  # each keeps 43 of 49 cells
+        [43.0, 43.0, 43.0, 43.0]
+    """
+
+    def __init__(
+        self,
+        *,
+        feature_extractor: Callable[[Tensor], Any] | None = None,
+        grid_size: int = 7,
+        top_k: int | None = 6,
+        alpha: float | None = None,
+        preprocess: Callable[[Tensor], Tensor] | None = None,
+        attention_getter: Any = "default",
+        autocast: bool = False,
+        channels_last: bool = False,
+        num_classes: int | None = None,
+        labels_getter: Any = "default",
+        p: float = 1.0,
+        per_sample: bool = False,
+        inplace: bool = False,
+        label_smoothing: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes,
+            labels_getter=labels_getter,
+            p=p,
+            per_sample=per_sample,
+            inplace=inplace,
+            label_smoothing=label_smoothing,
+            generator=generator,
+        )
+        if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 1:
+            raise ValueError(f"grid_size must be an int >= 1, but got {grid_size!r}.")
+        cells = grid_size * grid_size
+        if alpha is not None:
+            alpha = _check_alpha(alpha)
+            if top_k is not None:
+                raise ValueError(
+                    f"Got both top_k={top_k!r} and alpha={alpha!r}: "
+                    "pass top_k=None to draw top_k from Beta(alpha, alpha)."
+                )
+        elif isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= cells:
+            raise ValueError(f"top_k must be an int in [1, {cells}] (grid_size ** 2), but got {top_k!r}.")
+        if feature_extractor is not None and not callable(feature_extractor):
+            raise TypeError(
+                "feature_extractor must be an nn.Module, a callable or None, "
+                f"but got {type(feature_extractor).__name__}."
+            )
+        if preprocess is not None and not callable(preprocess):
+            raise TypeError(f"preprocess must be a callable or None, but got {type(preprocess).__name__}.")
+        if not (attention_getter is None or callable(attention_getter) or attention_getter == "default"):
+            raise ValueError(f"attention_getter must be 'default', a callable or None, but got {attention_getter!r}.")
+        self.grid_size = grid_size
+        self.top_k = top_k
+        self.alpha = alpha
+        self.autocast = bool(autocast)
+        self.channels_last = bool(channels_last)
+        self.feature_extractor = feature_extractor
+        self.preprocess = preprocess
+        self._attention_getter = _default_attention_getter if attention_getter == "default" else attention_getter
+
+    # --- side inputs -------------------------------------------------------------------------
+
+    def _find_extras(self, inputs: Any) -> dict[str, Any]:
+        attention = None if self._attention_getter is None else self._attention_getter(inputs)
+        return {"attention": attention}
+
+    def _check_batch(self, batch: Tensor, extras: dict[str, Any]) -> None:
+        height, width = batch.shape[-2], batch.shape[-1]
+        if self.grid_size > height or self.grid_size > width:
+            raise ValueError(
+                f"The grid ({self.grid_size}x{self.grid_size}) is larger than the images ({height}x{width}): "
+                "some cells would hold no pixel. Use a smaller grid_size."
+            )
+        attention = extras["attention"]
+        if attention is None:
+            if isinstance(batch, tv_tensors.Mask):
+                raise TypeError(
+                    "AttentiveCutMix() needs images to compute attention, but got only segmentation masks; "
+                    "pass the images too, or precomputed attention."
+                )
+            return
+        if not isinstance(attention, Tensor):
+            raise TypeError(f"The attention must be a tensor, but got {type(attention).__name__}.")
+        if attention.ndim not in (3, 4) or attention.shape[0] != batch.shape[0] or 0 in attention.shape:
+            raise ValueError(
+                f"The attention must be heatmaps (B, h, w) or feature maps (B, C, h, w) with B={batch.shape[0]}, "
+                f"but got shape {tuple(attention.shape)}."
+            )
+        if attention.is_complex() or attention.dtype == torch.bool:
+            raise TypeError(f"The attention must be real numbers, but got dtype {attention.dtype}.")
+
+    # --- attention ---------------------------------------------------------------------------
+
+    def _extractor(self, device: torch.device) -> Callable[[Tensor], Any]:
+        if self.feature_extractor is not None:
+            module = self.feature_extractor
+            if isinstance(module, torch.nn.Module):
+                param = next(module.parameters(), None)
+                if param is not None and param.device != device:
+                    raise ValueError(
+                        f"The feature extractor's parameters are on {param.device} but the batch is on {device}: "
+                        "move it first, e.g. feature_extractor.to(device)."
+                    )
+            return module
+        default = getattr(self, "_default_extractor", None)
+        if default is None:
+            from .attention import feature_extractor
+
+            default = feature_extractor("resnet50")
+            self._default_extractor = default
+        if next(default.parameters()).device != device:
+            default.to(device)
+        return default
+
+    def _heatmaps(self, batch: Tensor) -> Tensor:
+        from .attention import heatmaps
+
+        x = batch.as_subclass(Tensor)
+        if x.ndim == 5:
+            x = x[:, x.shape[1] // 2]
+        x = _to_float(x)
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        extractor = self._extractor(x.device)
+        autocast_dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
+        with (
+            torch.no_grad(),
+            torch.autocast(x.device.type, dtype=autocast_dtype, enabled=self.autocast),
+            _EvalMode(extractor),
+        ):
+            features = extractor(x)
+        if isinstance(features, collections.abc.Mapping) and len(features) == 1:
+            (features,) = features.values()
+        if not isinstance(features, Tensor):
+            raise TypeError(f"The feature extractor must return a tensor, but returned {type(features).__name__}.")
+        if features.ndim != 4 or features.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"The feature extractor must return feature maps (B, C, h, w) with B={x.shape[0]}, "
+                f"but returned shape {tuple(features.shape)}."
+            )
+        return heatmaps(features.float(), self.grid_size)
+
+    def _draw_top_k(self, size: int) -> int | Tensor:
+        if self.top_k is not None:
+            return self.top_k
+        assert self.alpha is not None
+        cells = self.grid_size * self.grid_size
+        t = _masks.sample_beta(size if self.per_sample else 1, alpha=self.alpha, generator=self.generator)
+        k = (t * cells).round().clamp(1, cells).long()
+        return k if self.per_sample else int(k[0])
+
+    def _build_masks(self, batch: Tensor, **extras: Any) -> tuple[Tensor | None, tuple[int, int, int, int] | None]:
+        from .attention import heatmaps
+
+        size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
+        apply = self._draw_apply(size)
+        if apply is False:
+            return None, None
+        top_k = self._draw_top_k(size)
+        attention = extras.get("attention")
+        if attention is None:
+            heat = self._heatmaps(batch)
+        else:
+            heat = heatmaps(attention.to(batch.device, non_blocking=True), self.grid_size)
+        donor_heat = heat.roll(1, 0)  # sample i receives the cells of its donor i - 1
+        cells = _masks.top_k_cells(donor_heat, top_k)
+        if isinstance(apply, Tensor):
+            cells &= apply.to(cells.device, non_blocking=True)[:, None, None]
+        return _masks.grid_to_masks(cells, height, width), None
