@@ -246,3 +246,20 @@ def test_box_from_masks_core_matches_transform():
     out, _ = make(11, num_classes=3)(images, torch.arange(3))
     box = masks.sample_boxes(3, 20, 24, generator=torch.Generator().manual_seed(11))
     assert torch.equal(foreign_masks(out, images), masks.boxes_to_masks(box, 20, 24))
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_no_host_sync_on_the_mixing_path(per_sample, inplace):
+    """On the meta device any .item()/.tolist()/.cpu() of a device tensor would raise."""
+    images = torch.empty(4, 3, 32, 32, device="meta")
+    labels = torch.empty(4, dtype=torch.int64, device="meta")
+    out, soft = make(num_classes=3, per_sample=per_sample, inplace=inplace, p=0.7)(images, labels)
+    assert out.device.type == "meta" and soft.device.type == "meta" and soft.shape == (4, 3)
+
+
+def test_images_that_require_grad_stay_differentiable():
+    images = torch.rand(3, 3, 8, 8, requires_grad=True)
+    out, _ = make(num_classes=3)(images, torch.arange(3))
+    out.sum().backward()
+    assert images.grad is not None and torch.equal(images.grad, torch.ones_like(images))

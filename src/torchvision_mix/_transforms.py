@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -604,12 +605,10 @@ class AttentiveCutMix(_MixTransform):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         extractor = self._extractor(x.device)
-        autocast_dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
-        with (
-            torch.no_grad(),
-            torch.autocast(x.device.type, dtype=autocast_dtype, enabled=self.autocast),
-            _EvalMode(extractor),
-        ):
+        autocast: Any = contextlib.nullcontext()
+        if self.autocast:
+            autocast = torch.autocast(x.device.type, dtype=torch.float16 if x.device.type == "cuda" else torch.bfloat16)
+        with torch.no_grad(), autocast, _EvalMode(extractor):
             features = extractor(x)
         if isinstance(features, collections.abc.Mapping) and len(features) == 1:
             (features,) = features.values()

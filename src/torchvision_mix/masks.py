@@ -409,6 +409,11 @@ def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inpla
         raise ValueError(f"masks are on {masks.device} but images on {images.device}.")
     partner = _check_partner(partner, batch, images.device)
     m = masks.reshape(batch, *([1] * (images.ndim - 3)), height, width)
+    if images.requires_grad and torch.is_grad_enabled():
+        # Autograd cannot track out= writes: the plain (differentiable) form.
+        source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
+        mixed = torch.where(m, source, images)
+        return images.copy_(mixed) if inplace else mixed
     if partner is not None:
         source = images.index_select(0, partner)
         out = images if inplace else torch.empty_like(images)
