@@ -6,7 +6,8 @@ and the feature extractors in :mod:`torchvision_mix.attention`.
 
 from . import attention, masks
 from ._transforms import AttentiveCutMix, CutMix
+from .collate import MixCollate
 
 __version__ = "0.1.0"
 
-__all__ = ["AttentiveCutMix", "CutMix", "__version__", "attention", "masks"]
+__all__ = ["AttentiveCutMix", "CutMix", "MixCollate", "__version__", "attention", "masks"]

@@ -86,6 +86,23 @@ def _lam_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+class _GeneratorState:
+    """A CPU generator's state as plain bytes.
+
+    Pickling a :class:`torch.Generator` directly carries its state as a tensor, which torch's
+    multiprocessing pickler moves through shared memory and fails to rebuild in ``spawn``
+    workers; bytes travel everywhere.
+    """
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.state = bytes(generator.get_state().tolist())
+
+    def restore(self) -> torch.Generator:
+        generator = torch.Generator()
+        generator.set_state(torch.tensor(list(self.state), dtype=torch.uint8))
+        return generator
+
+
 class _MixTransform(Transform):
     """Shared machinery: find the batch and the labels, validate, build a mask, paste, mix labels.
 
@@ -126,6 +143,17 @@ class _MixTransform(Transform):
         self.label_smoothing = float(label_smoothing)
         self.generator = generator
         self._labels_getter = _parse_labels_getter(labels_getter)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        if isinstance(state.get("generator"), torch.Generator):
+            state["generator"] = _GeneratorState(state["generator"])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("generator"), _GeneratorState):
+            state = {**state, "generator": state["generator"].restore()}
+        super().__setstate__(state)
 
     # ---------------------------------------------------------------------------------------
     # Input discovery and validation: everything is checked before anything is changed.
@@ -185,9 +213,7 @@ class _MixTransform(Transform):
                     f"but got a {type(x).__module__}.{type(x).__name__}: PIL images are single images (convert and "
                     "batch them first), and bounding boxes and keypoints cannot be mixed by a pixel mask."
                 )
-        labels = None if self._labels_getter is None else self._labels_getter(inputs)
-        if self._labels_getter is not None and not isinstance(labels, Tensor):
-            raise TypeError(f"The labels must be a tensor, but got {type(labels).__name__} instead.")
+        labels = self._get_labels(inputs, flat_inputs)
         extras = self._find_extras(inputs)
         leaves = self._find_batch_leaves(flat_inputs, [labels, *extras.values()])
         if not leaves:
@@ -206,6 +232,22 @@ class _MixTransform(Transform):
             _masks._check_labels(labels, num_classes=self.num_classes, batch_size=reference[0])
         self._check_batch(_main_batch([flat_inputs[i] for i in leaves]), extras)
         return leaves, labels, extras
+
+    def _get_labels(self, inputs: Any, flat_inputs: list[Any]) -> Tensor | None:
+        if self._labels_getter is None:
+            return None
+        try:
+            labels = self._labels_getter(inputs)
+        except ValueError:
+            # Segmentation: masks without class labels need none, when the default getter finds none.
+            if self._labels_getter is _default_labels_getter and any(
+                isinstance(x, tv_tensors.Mask) for x in flat_inputs
+            ):
+                return None
+            raise
+        if not isinstance(labels, Tensor):
+            raise TypeError(f"The labels must be a tensor, but got {type(labels).__name__} instead.")
+        return labels
 
     def _find_extras(self, inputs: Any) -> dict[str, Any]:
         """Hook: side inputs a subclass reads from the sample (passed through unchanged)."""
