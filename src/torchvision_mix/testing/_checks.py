@@ -159,8 +159,6 @@ def check_mix_transform(
         own = _pixels_equal(out[i], src[i])
         foreign = ~own
         n_foreign = int(foreign.sum())
-        partner = -1
-        ambiguous = 0
         if n_foreign:
             candidates = [j for j in range(batch) if j != i and bool(_pixels_equal(out[i], src[j])[foreign].all())]
             if not candidates:
@@ -169,41 +167,42 @@ def check_mix_transform(
                     f"sample {i}: the pixel at (y={ys}, x={xs}) matches neither the sample nor any single partner "
                     f"at the same position ({n_foreign} pixels differ from the sample)."
                 )
-            # Among several candidates (equal images), any explains the pixels; prefer the label-consistent one.
-            partner = candidates[0]
-            for j in candidates:
-                w = _weight(got_labels[i], soft[i], soft[j])
-                if w is not None and _fits(got_labels[i], soft[i], soft[j], w, atol):
-                    partner = j
-                    break
-            ambiguous = int((own & _pixels_equal(src[i], src[partner])).sum())
-        partners.append(partner)
-        f_low = n_foreign / pixels
-        f_high = (n_foreign + ambiguous) / pixels
-        fractions.append(f_low)
-        if partner < 0:
-            weights.append(float("nan"))
-            if not torch.allclose(got_labels[i], soft[i], rtol=0, atol=atol):
-                err = float((got_labels[i] - soft[i]).abs().max())
-                raise fail(f"sample {i}: no pixel was pasted but its label changed (max error {err:.3g}).")
-            continue
-        w = _weight(got_labels[i], soft[i], soft[partner])
-        if w is None:
-            weights.append(float("nan"))
-            if not torch.allclose(got_labels[i], soft[i], rtol=0, atol=atol):
-                err = float((got_labels[i] - soft[i]).abs().max())
-                raise fail(f"sample {i}: it and partner {partner} share a label, but the output differs by {err:.3g}.")
-            continue
-        weights.append(w)
-        if not _fits(got_labels[i], soft[i], soft[partner], w, atol):
-            raise fail(f"sample {i}: its label row is not a mix of its own label and partner {partner}'s.")
-        if not f_low - atol <= w <= f_high + atol:
-            expected = f"{f_low:.6g}" if ambiguous == 0 else f"in [{f_low:.6g}, {f_high:.6g}]"
-            raise fail(
-                f"sample {i}: partner {partner}'s label weight is {w:.6g} but the fraction of its pixels is "
-                f"{expected} (error {min(abs(w - f_low), abs(w - f_high)):.3g})."
-            )
+        else:
+            # Nothing visibly pasted: any sample (itself included) may have given pixels equal to its own.
+            candidates = list(range(batch))
+        problems = []
+        for j in candidates:
+            ambiguous = int((own & _pixels_equal(src[i], src[j])).sum())
+            problem, w = _label_problem(got_labels[i], soft[i], soft[j], n_foreign, ambiguous, pixels, atol)
+            if problem is None:
+                partners.append(j if n_foreign else -1)
+                fractions.append(n_foreign / pixels)
+                weights.append(w)
+                break
+            problems.append(f"partner {j}: {problem}" if n_foreign or len(candidates) == 1 else problem)
+        else:
+            raise fail(f"sample {i}: {problems[0]}")
     return MixReport(partners, fractions, weights, out_images, out_labels)
+
+
+def _label_problem(
+    row: Tensor, own: Tensor, other: Tensor, n_foreign: int, ambiguous: int, pixels: int, atol: float
+) -> tuple[str | None, float]:
+    """Why ``row`` is not ``(1 - f) * own + f * other`` for a feasible pixel fraction ``f``, and the weight."""
+    f_low, f_high = n_foreign / pixels, (n_foreign + ambiguous) / pixels
+    w = _weight(row, own, other)
+    if w is None:
+        if torch.allclose(row, own, rtol=0, atol=atol):
+            return None, float("nan")
+        err = float((row - own).abs().max())
+        return f"the two labels are equal, but the output label differs from them by {err:.3g}.", float("nan")
+    if not _fits(row, own, other, w, atol):
+        return "its label row is not a mix of its own label and the partner's.", w
+    if not f_low - atol <= w <= f_high + atol:
+        expected = f"{f_low:.6g}" if ambiguous == 0 else f"in [{f_low:.6g}, {f_high:.6g}]"
+        error = min(abs(w - f_low), abs(w - f_high))
+        return f"the label weight is {w:.6g} but the fraction of its pixels is {expected} (error {error:.3g}).", w
+    return None, w
 
 
 def _weight(row: Tensor, own: Tensor, other: Tensor) -> float | None:
