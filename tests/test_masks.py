@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from torchvision_mix import masks
-from torchvision_mix.masks import _paste_box_
+from torchvision_mix.masks import _paste_box
 from torchvision_mix.testing import strategies as mst
 
 sides = st.integers(1, 64)
@@ -191,15 +191,20 @@ def test_paste_with_a_partner_index(images, seed, inplace):
     assert torch.equal(out, torch.where(m.reshape(shape), before[partner], before))
 
 
-@given(mst.image_batches(kinds=("tensor", "video"), max_side=24), mst.seeds())
-def test_region_only_inplace_paste_equals_the_mask_paste(images, seed):
+@given(mst.image_batches(kinds=("tensor", "video"), max_side=24), mst.seeds(), st.booleans())
+def test_region_only_box_paste_equals_the_mask_paste(images, seed, inplace):
     images = images.as_subclass(torch.Tensor)
     b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
     box = masks.sample_boxes(1, h, w, generator=torch.Generator().manual_seed(seed))
     m = masks.boxes_to_masks(box, h, w).expand(b, h, w)
+    before = images.clone()
     expected = masks.paste(images, m)
-    out = _paste_box_(images, tuple(box[0].tolist()))
-    assert out is images and torch.equal(out, expected)
+    out = _paste_box(images, tuple(box[0].tolist()), inplace=inplace)
+    assert (out is images) == inplace and torch.equal(out, expected)
+    if not inplace:
+        assert torch.equal(images, before)
+        cl = torch.channels_last
+        assert out.is_contiguous(memory_format=cl) == images.is_contiguous(memory_format=cl)
 
 
 @given(st.integers(1, 8), st.integers(1, 12), mst.seeds(), st.sampled_from([0.0, 0.1]), st.booleans())
@@ -219,3 +224,13 @@ def test_mix_labels_is_the_convex_mix(batch, k, seed, eps, soft):
     assert out.dtype == (torch.float64 if soft else torch.float32)
     torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(out.sum(1).double(), torch.ones(batch, dtype=torch.float64), rtol=0, atol=1e-5)
+
+
+@given(st.integers(0, 4), st.integers(1, 3000), mst.seeds(), st.floats(0, 1))
+def test_pixel_counts_are_exact_for_every_row_length(batch, n, seed, density):
+    from torchvision_mix.masks import _count_true
+
+    flat = torch.rand(batch, n, generator=torch.Generator().manual_seed(seed)) < density
+    assert torch.equal(_count_true(flat.view(torch.uint8)), flat.sum(dim=1))
+    full = torch.ones(2, 8 * 255 * 3, dtype=torch.uint8)  # every lane at its 255 limit
+    assert _count_true(full).tolist() == [8 * 255 * 3] * 2

@@ -293,18 +293,21 @@ class _MixTransform(Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if inpt is params["labels"]:
-            return _masks.mix_labels(
-                inpt, params["lam"], num_classes=self.num_classes, label_smoothing=self.label_smoothing
+            # Checked in forward() before anything was changed.
+            return _masks._mix_labels(
+                inpt, params["lam"], num_classes=self.num_classes, partner=None, label_smoothing=self.label_smoothing
             )
         if not isinstance(inpt, Tensor):
             return inpt
         masks = params["masks"]
         if masks is None:
             return inpt
-        if self.inplace and params["box"] is not None:
-            _masks._paste_box_(inpt.as_subclass(Tensor), params["box"])
-            return inpt
         plain = inpt.as_subclass(Tensor)
+        if params["box"] is not None and not (plain.requires_grad and torch.is_grad_enabled()):
+            out = _masks._paste_box(plain, params["box"], inplace=self.inplace)
+            if self.inplace:
+                return inpt
+            return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
         squeeze = isinstance(inpt, tv_tensors.Mask) and plain.ndim == 4
         target = plain[:, 0] if squeeze else plain
         out = _masks.paste(target, masks, inplace=self.inplace)

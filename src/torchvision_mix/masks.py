@@ -58,6 +58,9 @@ __all__ = [
 # Stage 1: sampling (CPU, optional generator)
 # --------------------------------------------------------------------------------------------
 
+_CANDIDATES = 4  # Marsaglia-Tsang candidates drawn per sample and round
+_TINY = torch.finfo(torch.float64).tiny
+
 
 def _check_generator(generator: torch.Generator | None) -> None:
     if generator is None:
@@ -75,27 +78,32 @@ def _check_generator(generator: torch.Generator | None) -> None:
 def _log_standard_gamma(n: int, shape: float, generator: torch.Generator | None) -> Tensor:
     """Log of ``n`` Gamma(shape, 1) draws (float64, CPU), by Marsaglia and Tsang's method.
 
-    Works in log space so that tiny shapes (α → 0) do not underflow to 0.
+    Works in log space so that tiny shapes (α → 0) do not underflow to 0. Each sample gets a
+    block of candidates at once (each accepted with probability > 0.95), so one round almost
+    always suffices; samples whose whole block was rejected get another round.
     """
     boost = shape < 1.0
     d = (shape + 1.0 if boost else shape) - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
     log_value = torch.empty(n, dtype=torch.float64)
     todo = torch.arange(n)
-    # Each round accepts at least ~95% of the remaining draws; the loop is over rounds, not samples.
     while todo.numel() > 0:
         m = todo.numel()
-        x = torch.randn(m, dtype=torch.float64, generator=generator)
-        u = torch.rand(m, dtype=torch.float64, generator=generator)
+        x = torch.randn(_CANDIDATES, m, dtype=torch.float64, generator=generator)
+        u = torch.rand(_CANDIDATES, m, dtype=torch.float64, generator=generator)
         v = (1.0 + c * x) ** 3
-        positive = v > 0
-        log_v = torch.log(torch.where(positive, v, torch.ones_like(v)))
-        accept = positive & (torch.log(u) < 0.5 * x * x + d - d * v + d * log_v)
-        log_value[todo[accept]] = math.log(d) + log_v[accept]
-        todo = todo[~accept]
+        log_v = v.clamp_min(_TINY).log_()
+        accept = (v > 0) & (u.log_() < x.square_().mul_(0.5).add_(d).sub_(v.mul_(d)).add_(log_v * d))
+        first = accept.byte().argmax(dim=0, keepdim=True)  # the first accepted candidate
+        done = accept.any(dim=0)
+        chosen = log_v.gather(0, first)[0] + math.log(d)
+        if bool(done.all()):
+            log_value[todo] = chosen
+            break
+        log_value[todo[done]] = chosen[done]
+        todo = todo[~done]
     if boost:
-        u = torch.rand(n, dtype=torch.float64, generator=generator)
-        log_value += torch.log(u) / shape
+        log_value += torch.rand(n, dtype=torch.float64, generator=generator).log_() / shape
     return log_value
 
 
@@ -128,8 +136,14 @@ def sample_beta(
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, but got {n!r}.")
     _check_generator(generator)
-    log_a = _log_standard_gamma(n, float(alpha), generator)
-    log_b = _log_standard_gamma(n, float(beta), generator)
+    if alpha == 1.0 and beta == 1.0:  # Beta(1, 1) is the uniform law: one draw
+        return torch.rand(n, dtype=torch.float64, generator=generator)
+    if alpha == beta:
+        log_ab = _log_standard_gamma(2 * n, float(alpha), generator)
+        log_a, log_b = log_ab[:n], log_ab[n:]
+    else:
+        log_a = _log_standard_gamma(n, float(alpha), generator)
+        log_b = _log_standard_gamma(n, float(beta), generator)
     # a / (a + b) computed as a sigmoid of the log ratio: exact for tiny and huge values alike.
     return torch.sigmoid(log_a - log_b)
 
@@ -231,9 +245,10 @@ def boxes_to_masks(boxes: Tensor, height: int, width: int, *, device: torch.devi
     boxes = boxes.to(device, non_blocking=True)
     rows = torch.arange(height, device=device)
     cols = torch.arange(width, device=device)
-    in_rows = (rows >= boxes[:, 1:2]) & (rows < boxes[:, 3:4])  # (B, H)
-    in_cols = (cols >= boxes[:, 0:1]) & (cols < boxes[:, 2:3])  # (B, W)
-    return in_rows[:, :, None] & in_cols[:, None, :]
+    in_rows = ((rows >= boxes[:, 1:2]) & (rows < boxes[:, 3:4])).to(torch.uint8)  # (B, H)
+    in_cols = ((cols >= boxes[:, 0:1]) & (cols < boxes[:, 2:3])).to(torch.uint8)  # (B, W)
+    # The outer product in uint8 (0/1 bytes, viewed as bool): ~20x faster than bool `&` on the CPU.
+    return (in_rows[:, :, None] & in_cols[:, None, :]).view(torch.bool)
 
 
 def cell_bounds(size: int, cells: int) -> Tensor:
@@ -287,8 +302,15 @@ def grid_to_masks(cells: Tensor, height: int, width: int) -> Tensor:
             f"The grid ({gh}x{gw}) is larger than the image ({height}x{width}): some cells would hold no pixel."
         )
     row_cell = torch.arange(height, device=cells.device) * gh // height
-    col_cell = torch.arange(width, device=cells.device) * gw // width
-    return cells.index_select(1, row_cell).index_select(2, col_cell)
+    rows = cells.view(torch.uint8).index_select(1, row_cell)  # (B, H, gw), small
+    batch = cells.shape[0]
+    if width % gw == 0:
+        # Equal cell widths: a broadcast copy, ~5x faster than gathering every pixel.
+        out = rows[..., None].expand(batch, height, gw, width // gw).reshape(batch, height, width)
+    else:
+        col_cell = torch.arange(width, device=cells.device) * gw // width
+        out = rows.index_select(2, col_cell)
+    return out.view(torch.bool)  # built as uint8 bytes: faster than bool on the CPU
 
 
 def top_k_cells(heatmaps: Tensor, k: int | Tensor) -> Tensor:
@@ -359,8 +381,30 @@ def mask_fractions(masks: Tensor, *, dtype: torch.dtype = torch.float32) -> Tens
     pixels = masks.shape[1] * masks.shape[2]
     if pixels == 0:
         raise ValueError(f"masks must hold at least one pixel, but got shape {tuple(masks.shape)}.")
-    counts = masks.reshape(masks.shape[0], pixels).sum(dim=1)
+    counts = _count_true(masks.reshape(masks.shape[0], pixels).view(torch.uint8))
     return (counts.to(torch.float64) / pixels).to(dtype)
+
+
+_LANE_BLOCK = 255  # int64 words summed per block: each of their 8 byte lanes stays <= 255
+
+
+def _count_true(flat: Tensor) -> Tensor:
+    """Exact number of 1 bytes in each row of a (B, N) tensor of 0/1 bytes, as int64.
+
+    On the CPU a plain sum first widens every byte to int64 (a copy 8x the mask's size). Here
+    the bytes are read as int64 words and summed in blocks of 255 words, so every byte lane
+    accumulates at most 255 and never carries into the next; the lanes are then added up.
+    """
+    batch, n = flat.shape
+    main = n // (8 * _LANE_BLOCK) * (8 * _LANE_BLOCK)
+    if flat.device.type != "cpu" or main == 0 or n % 8 != 0 or not flat.is_contiguous():
+        return flat.sum(dim=1, dtype=torch.int64)
+    words = flat.view(torch.int64)[:, : main // 8].reshape(batch, -1, _LANE_BLOCK)
+    lanes = words.sum(dim=2)  # (B, K) int64: 8 independent byte counters each
+    counts = lanes.view(torch.uint8).sum(dim=1, dtype=torch.int64)
+    if main < n:
+        counts += flat[:, main:].sum(dim=1, dtype=torch.int64)
+    return counts
 
 
 def _check_partner(partner: Tensor | None, batch_size: int, device: torch.device) -> Tensor | None:
@@ -414,30 +458,81 @@ def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inpla
         source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
         mixed = torch.where(m, source, images)
         return images.copy_(mixed) if inplace else mixed
-    if partner is not None:
-        source = images.index_select(0, partner)
-        out = images if inplace else torch.empty_like(images)
-        return torch.where(m, source, images, out=out)
-    if inplace:
-        return torch.where(m, images.roll(1, 0), images, out=images)
+    packed = _packed_masks(masks, images)
+    if partner is not None or inplace:
+        source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
+        if packed is None:
+            return torch.where(m, source, images, out=images if inplace else torch.empty_like(images))
+        if inplace:  # images ^= (source ^ images) & mask
+            words = images.view(torch.int32)
+            words.bitwise_xor_(source.view(torch.int32).bitwise_xor_(words).bitwise_and_(packed))
+            return images
+        out = torch.empty_like(images)
+        _select_words(packed, source.view(torch.int32), images.view(torch.int32), out.view(torch.int32))
+        return out
     out = torch.empty_like(images)
     if batch > 0:
         # Two views instead of a rolled copy: rows 1.. take from rows 0..B-2, row 0 from row B-1.
-        torch.where(m[1:], images[:-1], images[1:], out=out[1:])
-        torch.where(m[:1], images[-1:], images[:1], out=out[:1])
+        if packed is None:
+            torch.where(m[1:], images[:-1], images[1:], out=out[1:])
+            torch.where(m[:1], images[-1:], images[:1], out=out[:1])
+        else:
+            x, o = images.view(torch.int32), out.view(torch.int32)
+            _select_words(packed[1:], x[:-1], x[1:], o[1:])
+            _select_words(packed[:1], x[-1:], x[:1], o[:1])
     return out
 
 
-def _paste_box_(images: Tensor, box: tuple[int, int, int, int]) -> Tensor:
-    """In-place paste of one box shared by the whole batch, with the default pairing.
+def _packed_masks(masks: Tensor, images: Tensor) -> Tensor | None:
+    """The mask as int32 words of 0x00/0xFF bytes over the images' bytes, or ``None`` if unsuited.
 
-    Same result as ``paste(images, boxes_to_masks(box repeated), inplace=True)``, but moves only
-    the pasted region: its copy is the only allocation.
+    On the CPU, ``torch.where`` runs element by element for 1- and 2-byte dtypes (uint8 at about
+    a tenth of copy speed); selecting bits through 32-bit words with ``xor``/``and`` is exact for
+    every dtype and runs at memory speed. Needs a contiguous batch whose rows are whole words.
+    """
+    size = images.element_size()
+    width = images.shape[-1]
+    if (
+        images.device.type != "cpu"
+        or size not in (1, 2)
+        or not images.is_contiguous()
+        or (width * size) % 4 != 0
+        or images.data_ptr() % 4 != 0
+        or images.numel() == 0
+    ):
+        return None
+    batch, height = masks.shape[0], masks.shape[1]
+    byte_mask = masks.view(torch.uint8).neg()  # True → 0xFF, False → 0x00
+    if size > 1:
+        byte_mask = byte_mask[..., None].expand(batch, height, width, size).reshape(batch, height, width * size)
+    words = byte_mask.contiguous().view(torch.int32)
+    return words.reshape(batch, *([1] * (images.ndim - 3)), height, width * size // 4)
+
+
+def _select_words(mask: Tensor, a: Tensor, b: Tensor, out: Tensor) -> None:
+    """``out = where(mask, a, b)`` bitwise: ``b ^ ((a ^ b) & mask)``."""
+    torch.bitwise_xor(a, b, out=out)
+    out.bitwise_and_(mask)
+    out.bitwise_xor_(b)
+
+
+def _paste_box(images: Tensor, box: tuple[int, int, int, int], *, inplace: bool = False) -> Tensor:
+    """Paste one box shared by the whole batch, with the default pairing (``i`` takes from ``i - 1``).
+
+    Same result as ``paste(images, boxes_to_masks(box repeated), inplace=inplace)``, but only the
+    pasted region is moved: in place its copy is the only allocation; otherwise the batch is
+    copied once and the region written over it.
     """
     x1, y1, x2, y2 = box
-    region = images[..., y1:y2, x1:x2]
-    region.copy_(region.roll(1, 0))
-    return images
+    if inplace:
+        region = images[..., y1:y2, x1:x2]
+        region.copy_(region.roll(1, 0))
+        return images
+    out = images.clone()
+    if images.shape[0] > 0:
+        out[1:, ..., y1:y2, x1:x2] = images[:-1, ..., y1:y2, x1:x2]
+        out[:1, ..., y1:y2, x1:x2] = images[-1:, ..., y1:y2, x1:x2]
+    return out
 
 
 def _one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
@@ -486,7 +581,7 @@ def _check_labels(labels: Tensor, *, num_classes: int | None, batch_size: int | 
     if num_classes is None:
         raise ValueError("num_classes must be passed when the labels are class indices of shape (batch_size,).")
     if labels.device.type == "cpu" and labels.numel() > 0:
-        low, high = int(labels.min()), int(labels.max())
+        low, high = (int(v) for v in torch.aminmax(labels))
         if low < 0 or high >= num_classes:
             bad = low if low < 0 else high
             raise ValueError(f"Class indices must be in [0, {num_classes}), but got {bad}.")
@@ -521,6 +616,13 @@ def mix_labels(
     if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), but got {label_smoothing!r}.")
     partner = _check_partner(partner, batch, labels.device)
+    return _mix_labels(labels, lam, num_classes=num_classes, partner=partner, label_smoothing=label_smoothing)
+
+
+def _mix_labels(
+    labels: Tensor, lam: Tensor, *, num_classes: int | None, partner: Tensor | None, label_smoothing: float
+) -> Tensor:
+    """:func:`mix_labels` on arguments already checked."""
     if labels.ndim == 1:
         assert num_classes is not None  # checked above
         y = _one_hot(labels, num_classes, torch.float32)
