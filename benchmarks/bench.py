@@ -4,7 +4,8 @@ Run ``python benchmarks/bench.py`` (peers come with ``pip install -e ".[bench]"`
 (dtype x batch shape x device) it runs all contenders round by round, in turn, and reports the
 median time per batch, images per second, the ratio to torchvision's ``v2.CutMix`` measured in the
 same rounds, and the peak extra memory of one call (CUDA: the allocator's peak; CPU: the peak
-resident set of a fresh process). ``copy (floor)`` is one ``torch.empty_like(x).copy_(x)``: the
+resident set of a fresh process, read from Linux's ``VmHWM`` after resetting it).
+``copy (floor)`` is one ``torch.empty_like(x).copy_(x)``: the
 memory-bandwidth cost of writing one new batch.
 
 ``--write docs/benchmarks.rst`` regenerates the page in the docs.
@@ -17,7 +18,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -154,20 +154,26 @@ def _peak_cuda(name: str, dtype: str, batch: int, size: int, device: torch.devic
     return float(torch.cuda.max_memory_allocated(device) - base)
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def _memory_child(name: str, dtype: str, batch: int, size: int) -> None:
-    """In a fresh process: the growth of the peak resident set over one call, in bytes."""
+    """In a fresh process: the peak resident set over one call, above the resident set before it."""
     device = torch.device("cpu")
     x, y = _inputs(dtype, batch, size, device)
     make = contenders(device, x.dtype, size)[name]
     assert not isinstance(make, str)
     fn = make()
-    small_x, small_y = x[:2, :, :8, :8].clone(), y[:2]
-    fn(small_x, small_y)  # load lazy code paths without touching big memory
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn(x[:2, :, :8, :8].clone(), y[:2])  # load lazy code paths without touching big memory
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident set
+    before = _status_kib("VmRSS")
     out = fn(x, y)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kib("VmHWM")
     del out
-    print(json.dumps({"bytes": (after - before) * 1024}))
+    print(json.dumps({"bytes": (peak - before) * 1024}))
 
 
 def peak_memory(name: str, dtype: str, batch: int, size: int, device: torch.device) -> float | None:

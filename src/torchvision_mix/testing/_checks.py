@@ -198,7 +198,9 @@ def _label_problem(
         return f"the two labels are equal, but the output label differs from them by {err:.3g}.", float("nan")
     if not _fits(row, own, other, w, atol):
         return "its label row is not a mix of its own label and the partner's.", w
-    if not f_low - atol <= w <= f_high + atol:
+    # A label error of atol moves the recovered weight by atol / |other - own|.
+    w_tol = atol / max(float((other - own).norm()), atol)
+    if not f_low - w_tol <= w <= f_high + w_tol:
         expected = f"{f_low:.6g}" if ambiguous == 0 else f"in [{f_low:.6g}, {f_high:.6g}]"
         error = min(abs(w - f_low), abs(w - f_high))
         return f"the label weight is {w:.6g} but the fraction of its pixels is {expected} (error {error:.3g}).", w
