@@ -67,7 +67,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compare(args: argparse.Namespace, argv: list[str]) -> int:
-    from ._compare import METHODS, CommandError, Settings, load_data, markdown_table, run_compare, write_report
+    from ._compare import (
+        METHODS,
+        CommandError,
+        Settings,
+        check_settings,
+        load_data,
+        markdown_table,
+        run_compare,
+        write_report,
+    )
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in METHODS]
@@ -91,6 +100,7 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         methods=methods,
         out=args.out,
     )
+    check_settings(settings)
     data = load_data(args.dataset, args.root, image_size)
     print(
         f"{data.name}: {len(data.train_y)} train / {len(data.test_y)} test images, {data.num_classes} classes; "

@@ -266,10 +266,17 @@ def accuracy(model: nn.Module, data: Data, device: str) -> float:
     return 100.0 * correct / len(data.test_y)
 
 
-def run_compare(data: Data, settings: Settings) -> dict[str, Any]:
-    """Train every method over the seeds; return accuracies, timings and the extractor."""
+def check_settings(settings: Settings) -> None:
+    """Settings that are impossible whatever the data; checked before anything is loaded."""
     if settings.top_k > settings.grid_size**2:
         raise CommandError(f"--top-k {settings.top_k} is larger than the grid's {settings.grid_size**2} cells")
+    if settings.grid_size > settings.image_size:
+        raise CommandError(f"--grid-size {settings.grid_size} is larger than the images ({settings.image_size}px)")
+
+
+def run_compare(data: Data, settings: Settings) -> dict[str, Any]:
+    """Train every method over the seeds; return accuracies, timings and the extractor."""
+    check_settings(settings)
     h, w = data.train_x.shape[-2:]
     if settings.grid_size > min(h, w):
         raise CommandError(f"--grid-size {settings.grid_size} is larger than the images ({h}x{w})")
@@ -357,7 +364,7 @@ def _figure(out: str, data: Data, settings: Settings, report: dict[str, Any]) ->
         return None
     rows = summary_rows(report["results"])
     methods = list(report["results"])
-    n_show = 8
+    n_show = min(8, len(data.train_y))
     fig = plt.figure(figsize=(1.3 * n_show, 2.4 + 1.2 * len(methods)))
     grid = fig.add_gridspec(1 + len(methods), n_show, height_ratios=[2.2] + [1.0] * len(methods))
     ax = fig.add_subplot(grid[0, :])

@@ -85,7 +85,8 @@ def check_mix_transform(
         num_classes: ``K`` for class-index labels.
         label_smoothing: the ε the transform applies before mixing.
         inplace: the transform is expected to write into ``images`` and return it.
-        atol: tolerance on label values; defaults to a few ulps of the label dtype per class.
+        atol: tolerance on label values; defaults to a few ulps per class of the label dtype (at
+            least of float32).
 
     Returns:
         A :class:`MixReport` with the partners and fractions found.
@@ -141,8 +142,8 @@ def check_mix_transform(
     if label_smoothing:
         soft = soft * (1.0 - label_smoothing) + label_smoothing / k
     got_labels = out_labels.detach().double().cpu()
-    if atol is None:
-        atol = 8 * k * torch.finfo(out_labels.dtype).eps
+    if atol is None:  # a few ulps per class; λ computed in float32 is within tolerance
+        atol = 8 * k * max(torch.finfo(out_labels.dtype).eps, torch.finfo(torch.float32).eps)
     src = before_images.as_subclass(Tensor).cpu()
     out = out_images.as_subclass(Tensor).detach().cpu()
     pixels = images.shape[-2] * images.shape[-1]
@@ -201,9 +202,9 @@ def _label_problem(
     # A label error of atol moves the recovered weight by atol / |other - own|.
     w_tol = atol / max(float((other - own).norm()), atol)
     if not f_low - w_tol <= w <= f_high + w_tol:
-        expected = f"{f_low:.6g}" if ambiguous == 0 else f"in [{f_low:.6g}, {f_high:.6g}]"
+        expected = f"{f_low:.9g}" if ambiguous == 0 else f"in [{f_low:.9g}, {f_high:.9g}]"
         error = min(abs(w - f_low), abs(w - f_high))
-        return f"the label weight is {w:.6g} but the fraction of its pixels is {expected} (error {error:.3g}).", w
+        return f"the label weight is {w:.9g} but the fraction of its pixels is {expected} (error {error:.3g}).", w
     return None, w
 
 
