@@ -186,6 +186,34 @@ def peak_memory(name: str, dtype: str, batch: int, size: int, device: torch.devi
     return float(json.loads(done.stdout.strip().splitlines()[-1])["bytes"])
 
 
+def extractor_costs(device: torch.device, batch: int, rounds: int) -> list[tuple[str, float]]:
+    """Median time of one ResNet-50 feature-extractor forward (the default of AttentiveCutMix)."""
+    from torchvision_mix import AttentiveCutMix, attention
+
+    extractor = attention.feature_extractor("resnet50", weights=None).to(device)  # same cost as pretrained
+    x = torch.rand(batch, 3, 224, 224, device=device)
+    y = torch.randint(NUM_CLASSES, (batch,), device=device)
+    out = []
+    variants: list[tuple[str, dict[str, Any]]] = [
+        ("float32", {}),
+        ("channels_last", {"channels_last": True}),
+        ("autocast", {"autocast": True}),
+        ("autocast + channels_last", {"autocast": True, "channels_last": True}),
+    ]
+    for name, kwargs in variants:
+        mix = AttentiveCutMix(feature_extractor=extractor, num_classes=NUM_CLASSES, **kwargs)
+        mix(x, y)
+        times = []
+        for _ in range(rounds):
+            _sync(device)
+            start = time.perf_counter()
+            mix(x, y)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        out.append((f"AttentiveCutMix with ResNet-50, {name}", statistics.median(times) * 1e3))
+    return out
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -200,7 +228,11 @@ def machine() -> str:
     )
 
 
-def render(all_results: list[tuple[str, str, dict[str, dict[str, Any]]]], rounds: int) -> str:
+def render(
+    all_results: list[tuple[str, str, dict[str, dict[str, Any]]]],
+    rounds: int,
+    extractor: list[tuple[str, int, str, float]],
+) -> str:
     lines = [f"Machine: {machine()}. Median of {rounds} interleaved rounds.", ""]
     for title, batch_bytes, results in all_results:
         lines += [
@@ -217,6 +249,11 @@ def render(all_results: list[tuple[str, str, dict[str, dict[str, Any]]]], rounds
             mem_s = "n/a" if mem is None else f"{mem / 2**20:.1f} MiB ({mem / float(batch_bytes):.2f} batches)"
             lines.append(f"| {name} | {r['median_ms']:.2f} | {r['images_per_s']:,.0f} | {r['ratio']:.2f} | {mem_s} |")
         lines.append("")
+    if extractor:
+        lines += ["**The feature extractor's cost, next to the mixing (float32, 3 x 224 x 224)**", ""]
+        lines += ["| device | batch | what | median ms |", "|---|---|---|---|"]
+        lines += [f"| {dev} | {batch} | {name} | {ms:.1f} |" for dev, batch, name, ms in extractor]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -227,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--quick", action="store_true", help="one small case, 3 rounds (a smoke test)")
+    parser.add_argument(
+        "--extractor-batch", type=int, default=8, help="batch for timing the ResNet-50 extractor (0: skip)"
+    )
     parser.add_argument("--write", help="write the tables into this .rst file (between the marker lines)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -249,7 +289,13 @@ def main(argv: list[str] | None = None) -> int:
                     if "skipped" not in r:
                         r["peak_bytes"] = peak_memory(name, dtype, batch, size, device)
             all_results.append((title, str(batch_bytes), results))
-    table = render(all_results, rounds)
+    extractor: list[tuple[str, int, str, float]] = []
+    if args.extractor_batch > 0 and not args.quick:
+        for dev in devices:
+            extractor_rounds = 3 if dev == "cuda" else 1  # a CPU forward takes seconds
+            for name, ms in extractor_costs(torch.device(dev), args.extractor_batch, extractor_rounds):
+                extractor.append((dev, args.extractor_batch, name, ms))
+    table = render(all_results, rounds, extractor)
     print(table)
     if args.write:
         begin, end = ".. begin-results", ".. end-results"
