@@ -14,10 +14,13 @@ memory-bandwidth cost of writing one new batch.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
+import functools
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -71,7 +74,7 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
     out["torchvision v2.CutMix"] = lambda: v2.CutMix(num_classes=NUM_CLASSES)
     for mode in ("batch", "elem"):
         name = f"timm Mixup cutmix {mode}"
-        out[name] = (lambda mode=mode: timm_mixup(mode)) if _has("timm") else "timm not installed"
+        out[name] = functools.partial(timm_mixup, mode) if _has("timm") else "timm not installed"
     if not _has("kornia"):
         out["kornia RandomCutMixV2"] = "kornia not installed"
     elif not dtype.is_floating_point:
@@ -102,6 +105,28 @@ def _inputs(dtype: str, batch: int, size: int, device: torch.device) -> tuple[to
     return x.to(device), torch.randint(NUM_CLASSES, (batch,), generator=g).to(device)
 
 
+def _release_free_memory() -> None:
+    """Give freed heap memory back to the OS, so that no contender reuses pages another one freed.
+
+    Without it, a call placed after one that freed a large block got its memory without page
+    faults and looked several times faster than it is in a training loop.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -117,8 +142,13 @@ def time_case(
     for _ in range(warmup):
         for fn in runnable.values():
             fn(x, y)
-    for _ in range(rounds):  # interleaved: every contender once per round
-        for name, fn in runnable.items():
+    order = list(runnable)
+    shuffle = random.Random(0)
+    for _ in range(rounds):  # interleaved: every contender once per round, in a new order each round
+        shuffle.shuffle(order)
+        for name in order:
+            fn = runnable[name]
+            _release_free_memory()
             _sync(device)
             start = time.perf_counter()
             fn(x, y)
