@@ -187,7 +187,7 @@ def sample_boxes(
     Example:
         >>> g = torch.Generator().manual_seed(0)
         >>> sample_boxes(2, 224, 224, generator=g).tolist()
-        [[33, 0, 224, 123], [33, 0, 224, 123]]
+        [[0, 18, 131, 224], [0, 18, 131, 224]]
     """
     _check_size(height, width)
     if not isinstance(batch_size, int) or batch_size < 0:
