@@ -398,7 +398,7 @@ def _count_true(flat: Tensor) -> Tensor:
     main = n // (8 * _LANE_BLOCK) * (8 * _LANE_BLOCK)
     if flat.device.type != "cpu" or main == 0 or n % 8 != 0 or not flat.is_contiguous():
         return flat.sum(dim=1, dtype=torch.int64)
-    words = flat.view(torch.int64)[:, : main // 8].reshape(batch, -1, _LANE_BLOCK)
+    words = flat.view(torch.int64)[:, : main // 8].reshape(batch, main // (8 * _LANE_BLOCK), _LANE_BLOCK)
     lanes = words.sum(dim=2)  # (B, K) int64: 8 independent byte counters each
     counts = lanes.view(torch.uint8).sum(dim=1, dtype=torch.int64)
     if main < n:
