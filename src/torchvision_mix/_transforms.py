@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -71,12 +70,6 @@ def _check_probability(p: Any) -> float:
     return float(p)
 
 
-def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0 or math.isinf(alpha):
-        raise ValueError(f"alpha must be a finite number > 0, but got {alpha!r}.")
-    return float(alpha)
-
-
 def _main_batch(leaves: list[Any]) -> Tensor:
     """The leaf that drives the mix: the first image/video (or plain tensor), else the first mask."""
     return next((x for x in leaves if not isinstance(x, tv_tensors.Mask)), leaves[0])
@@ -125,22 +118,14 @@ class _MixTransform(Transform):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise ValueError(f"num_classes must be an int >= 1 or None, but got {num_classes!r}.")
-        if (
-            isinstance(label_smoothing, bool)
-            or not isinstance(label_smoothing, (int, float))
-            or not 0.0 <= label_smoothing < 1.0
-        ):
-            raise ValueError(f"label_smoothing must be in [0, 1), but got {label_smoothing!r}.")
+        _masks._check_num_classes(num_classes)
+        label_smoothing = _masks._check_label_smoothing(label_smoothing)
         _masks._check_generator(generator)
         self.num_classes = num_classes
         self.p = _check_probability(p)
         self.per_sample = bool(per_sample)
         self.inplace = bool(inplace)
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = label_smoothing
         self.generator = generator
         self._labels_getter = _parse_labels_getter(labels_getter)
 
@@ -400,7 +385,7 @@ class CutMix(_MixTransform):
             label_smoothing=label_smoothing,
             generator=generator,
         )
-        self.alpha = _check_alpha(alpha)
+        self.alpha = _masks._check_concentration("alpha", alpha)
 
     def _build_masks(self, batch: Tensor, **extras: Any) -> tuple[Tensor | None, tuple[int, int, int, int] | None]:
         size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
@@ -558,7 +543,7 @@ class AttentiveCutMix(_MixTransform):
             raise ValueError(f"grid_size must be an int >= 1, but got {grid_size!r}.")
         cells = grid_size * grid_size
         if alpha is not None:
-            alpha = _check_alpha(alpha)
+            alpha = _masks._check_concentration("alpha", alpha)
             if top_k is not None:
                 raise ValueError(
                     f"Got both top_k={top_k!r} and alpha={alpha!r}: "

@@ -24,6 +24,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from .masks import _describe
+
 __all__ = ["FeatureExtractor", "feature_extractor", "heatmaps"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -166,8 +168,9 @@ def heatmaps(features: Tensor, grid_size: int | tuple[int, int] = 7) -> Tensor:
         torch.Size([2, 7, 7])
     """
     if not isinstance(features, Tensor) or features.ndim not in (3, 4):
-        got = f"shape {tuple(features.shape)}" if isinstance(features, Tensor) else type(features).__name__
-        raise ValueError(f"features must be feature maps (B, C, h, w) or heatmaps (B, h, w), but got {got}.")
+        raise ValueError(
+            f"features must be feature maps (B, C, h, w) or heatmaps (B, h, w), but got {_describe(features)}."
+        )
     if not features.is_floating_point():
         features = features.float()
     heat = features.mean(dim=1) if features.ndim == 4 else features

@@ -62,6 +62,37 @@ _CANDIDATES = 4  # Marsaglia-Tsang candidates drawn per sample and round
 _TINY = torch.finfo(torch.float64).tiny
 
 
+def _describe(x: object, *, dtype: bool = False) -> str:
+    """What came, for an error message: a tensor's (dtype and) shape, else its type."""
+    if isinstance(x, Tensor):
+        return f"{x.dtype} of shape {tuple(x.shape)}" if dtype else f"shape {tuple(x.shape)}"
+    return type(x).__name__
+
+
+def _check_concentration(name: str, value: object) -> float:
+    """A Beta concentration (``alpha``): a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
+        raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
+    return float(value)
+
+
+def _check_num_classes(num_classes: object) -> None:
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be an int >= 1 or None, but got {num_classes!r}.")
+
+
+def _check_label_smoothing(label_smoothing: object) -> float:
+    if (
+        isinstance(label_smoothing, bool)
+        or not isinstance(label_smoothing, (int, float))
+        or not 0.0 <= label_smoothing < 1.0
+    ):
+        raise ValueError(f"label_smoothing must be in [0, 1), but got {label_smoothing!r}.")
+    return float(label_smoothing)
+
+
 def _check_generator(generator: torch.Generator | None) -> None:
     if generator is None:
         return
@@ -129,10 +160,8 @@ def sample_beta(
         >>> sample_beta(3, alpha=0.5, generator=g).shape
         torch.Size([3])
     """
-    beta = alpha if beta is None else beta
-    for name, value in (("alpha", alpha), ("beta", beta)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or math.isinf(value):
-            raise ValueError(f"{name} must be a finite number > 0, but got {value!r}.")
+    alpha = _check_concentration("alpha", alpha)
+    beta = alpha if beta is None else _check_concentration("beta", beta)
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, but got {n!r}.")
     _check_generator(generator)
@@ -233,7 +262,7 @@ def boxes_to_masks(boxes: Tensor, height: int, width: int, *, device: torch.devi
     """
     _check_size(height, width)
     if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
-        got = f"shape {tuple(boxes.shape)}" if isinstance(boxes, Tensor) else type(boxes).__name__
+        got = _describe(boxes)
         raise ValueError(f"boxes must be a tensor of shape (B, 4), but got {got}.")
     if boxes.is_floating_point() or boxes.is_complex() or boxes.dtype == torch.bool:
         raise TypeError(f"boxes must hold integer pixel coordinates, but got dtype {boxes.dtype}.")
@@ -290,7 +319,7 @@ def grid_to_masks(cells: Tensor, height: int, width: int) -> Tensor:
     """
     _check_size(height, width)
     if not isinstance(cells, Tensor) or cells.ndim != 3:
-        got = f"shape {tuple(cells.shape)}" if isinstance(cells, Tensor) else type(cells).__name__
+        got = _describe(cells)
         raise ValueError(f"cells must be a tensor of shape (B, gh, gw), but got {got}.")
     if cells.dtype != torch.bool:
         raise TypeError(f"cells must be a boolean tensor, but got dtype {cells.dtype}.")
@@ -334,7 +363,7 @@ def top_k_cells(heatmaps: Tensor, k: int | Tensor) -> Tensor:
                  [0, 1]]], dtype=torch.int32)
     """
     if not isinstance(heatmaps, Tensor) or heatmaps.ndim != 3:
-        got = f"shape {tuple(heatmaps.shape)}" if isinstance(heatmaps, Tensor) else type(heatmaps).__name__
+        got = _describe(heatmaps)
         raise ValueError(f"heatmaps must be a tensor of shape (B, gh, gw), but got {got}.")
     if heatmaps.is_complex() or heatmaps.dtype == torch.bool:
         raise TypeError(f"heatmaps must be real numbers, but got dtype {heatmaps.dtype}.")
@@ -374,7 +403,7 @@ def mask_fractions(masks: Tensor, *, dtype: torch.dtype = torch.float32) -> Tens
         True
     """
     if not isinstance(masks, Tensor) or masks.ndim != 3 or masks.dtype != torch.bool:
-        got = f"{masks.dtype} of shape {tuple(masks.shape)}" if isinstance(masks, Tensor) else type(masks).__name__
+        got = _describe(masks, dtype=True)
         raise ValueError(f"masks must be a boolean tensor of shape (B, H, W), but got {got}.")
     pixels = masks.shape[1] * masks.shape[2]
     if pixels == 0:
@@ -442,11 +471,11 @@ def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inpla
         The mixed batch (``images`` itself when ``inplace``).
     """
     if not isinstance(images, Tensor) or images.ndim < 3:
-        got = f"shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        got = _describe(images)
         raise ValueError(f"images must be a tensor of shape (B, ..., H, W), but got {got}.")
     batch, height, width = images.shape[0], images.shape[-2], images.shape[-1]
     if not isinstance(masks, Tensor) or masks.dtype != torch.bool or masks.shape != (batch, height, width):
-        got = f"{masks.dtype} of shape {tuple(masks.shape)}" if isinstance(masks, Tensor) else type(masks).__name__
+        got = _describe(masks, dtype=True)
         raise ValueError(f"masks must be a boolean tensor of shape {(batch, height, width)}, but got {got}.")
     if masks.device != images.device:
         raise ValueError(f"masks are on {masks.device} but images on {images.device}.")
@@ -559,10 +588,7 @@ def _check_labels(labels: Tensor, *, num_classes: int | None, batch_size: int | 
         )
     if labels.is_complex():
         raise TypeError(f"The labels must be real, but got dtype {labels.dtype}.")
-    if num_classes is not None and (
-        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
-    ):
-        raise ValueError(f"num_classes must be an int >= 1 or None, but got {num_classes!r}.")
+    _check_num_classes(num_classes)
     if labels.ndim == 2:
         if num_classes is not None and labels.shape[1] != num_classes:
             raise ValueError(
@@ -607,10 +633,9 @@ def mix_labels(
     _check_labels(labels, num_classes=num_classes)
     batch = labels.shape[0]
     if not isinstance(lam, Tensor) or lam.shape != (batch,):
-        got = f"shape {tuple(lam.shape)}" if isinstance(lam, Tensor) else type(lam).__name__
+        got = _describe(lam)
         raise ValueError(f"lam must be a tensor of shape ({batch},), but got {got}.")
-    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), but got {label_smoothing!r}.")
+    label_smoothing = _check_label_smoothing(label_smoothing)
     partner = _check_partner(partner, batch, labels.device)
     return _mix_labels(labels, lam, num_classes=num_classes, partner=partner, label_smoothing=label_smoothing)
 
