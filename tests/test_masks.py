@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from torchvision_mix import masks
-from torchvision_mix.masks import _paste_box
+from torchvision_mix._core.apply import _paste_box
 from torchvision_mix.testing import strategies as mst
 
 sides = st.integers(1, 64)
@@ -228,7 +228,7 @@ def test_mix_labels_is_the_convex_mix(batch, k, seed, eps, soft):
 
 @given(st.integers(0, 4), st.integers(1, 3000), mst.seeds(), st.floats(0, 1))
 def test_pixel_counts_are_exact_for_every_row_length(batch, n, seed, density):
-    from torchvision_mix.masks import _count_true
+    from torchvision_mix._core.apply import _count_true
 
     flat = torch.rand(batch, n, generator=torch.Generator().manual_seed(seed)) < density
     assert torch.equal(_count_true(flat.view(torch.uint8)), flat.sum(dim=1))

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._transforms import AttentiveCutMix, CutMix
+from . import AttentiveCutMix, CutMix
 
 METHODS = ("none", "mixup", "cutmix", "attentive")
 METHOD_NAMES = {

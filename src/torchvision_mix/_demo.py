@@ -9,9 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import attention, masks
+from . import AttentiveCutMix, CutMix, attention, masks
 from ._compare import CommandError
-from ._transforms import AttentiveCutMix, CutMix
 
 SAMPLE_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
 

@@ -24,7 +24,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from .masks import _describe
+from ._core._checks import _describe
 
 __all__ = ["FeatureExtractor", "feature_extractor", "heatmaps"]
 
