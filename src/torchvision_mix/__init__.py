@@ -1,7 +1,8 @@
 """torchvision_mix: exact, fast batch-mixing augmentations for ``torchvision.transforms.v2``.
 
-Public names: the mixes (:class:`CutMix`, :class:`AttentiveCutMix`), their public base
-:class:`MaskMix`, :class:`MixCollate`, the core in :mod:`torchvision_mix.masks` and the feature
+Public names: the mixes (:class:`CutMix`, :class:`AttentiveCutMix`, :class:`MixUp`), the switch
+between them (:class:`RandomMix`), the public base of mask mixes :class:`MaskMix`,
+:class:`MixCollate`, the core in :mod:`torchvision_mix.masks` and the feature
 extractors in :mod:`torchvision_mix.attention`.
 """
 
@@ -9,6 +10,8 @@ from . import attention, masks
 from ._base import MaskMix, UnsupportedInputError
 from ._mixes.attentive import AttentiveCutMix
 from ._mixes.cutmix import CutMix
+from ._mixes.mixup import MixUp
+from ._mixes.randommix import RandomMix
 from .collate import MixCollate
 
 __version__ = "0.1.0"
@@ -18,6 +21,8 @@ __all__ = [
     "CutMix",
     "MaskMix",
     "MixCollate",
+    "MixUp",
+    "RandomMix",
     "UnsupportedInputError",
     "__version__",
     "attention",

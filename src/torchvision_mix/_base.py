@@ -57,7 +57,8 @@ class _Weights:
     ``masks``: boolean ``(B, H, W)``, pasted pixels; ``blend``: ``(B,)`` blend weights of the
     partner (in the dtype the blend is computed in); ``box``: when set, ``masks`` is this one box
     for every sample, which allows a region-only paste; ``applied``: ``(B,)`` bool, the samples
-    that were mixed; ``lam``: ``(B,)`` the mean weight of the partner in each sample.
+    that were mixed; ``lam``: ``(B,)`` the mean weight of the partner in each sample; ``label``:
+    the partner's weight in the labels when already decided (a switch between mixes asks each).
     """
 
     lam: Tensor
@@ -65,6 +66,7 @@ class _Weights:
     masks: Tensor | None = None
     blend: Tensor | None = None
     box: tuple[int, int, int, int] | None = None
+    label: Tensor | None = None
 
 
 def _lam_dtype(device: torch.device) -> torch.dtype:
@@ -115,7 +117,7 @@ class _MixBase(Transform):
         self._p = _check_probability(value)
 
     def extra_repr(self) -> str:
-        return ", ".join(filter(None, [f"p={self.p}", super().extra_repr()]))
+        return ", ".join(filter(None, [f"p={self._p}", super().extra_repr()]))
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())
@@ -285,7 +287,7 @@ class _MixBase(Transform):
         if weights is None:
             lam = torch.zeros(batch.shape[0], dtype=_lam_dtype(batch.device), device=batch.device)
         else:
-            lam = self._label_weights(weights)
+            lam = self._label_weights(weights) if weights.label is None else weights.label
         return {"weights": weights, "lam": lam}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
@@ -312,13 +314,14 @@ class _MixBase(Transform):
 
     def _draw_apply(self, size: int) -> Tensor | bool:
         """Whether to mix: one bool for the batch, or a (B,) bool tensor with ``per_sample``."""
+        p = self._p
         if self.per_sample:
-            if self.p == 1.0:
+            if p == 1.0:
                 return torch.ones(size, dtype=torch.bool)
-            return torch.rand(size, generator=self.generator) < self.p
-        if self.p == 1.0:
+            return torch.rand(size, generator=self.generator) < p
+        if p == 1.0:
             return True
-        return bool(torch.rand(1, generator=self.generator) < self.p)
+        return bool(torch.rand(1, generator=self.generator) < p)
 
 
 def _applied_on(applied: Tensor | bool, size: int, device: torch.device) -> Tensor:

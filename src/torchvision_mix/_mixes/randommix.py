@@ -1,0 +1,196 @@
+"""RandomMix: one of several mixes per batch or per sample (the CutMix/MixUp switch of training recipes)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._base import _MixBase, _Weights
+from .._inputs import _check_probability
+
+__all__ = ["RandomMix"]
+
+
+class RandomMix(_MixBase):
+    """Apply one of several mixes, chosen per batch or, with ``per_sample``, per sample.
+
+    The recipe of DeiT, ConvNeXt and timm's training scripts, MixUp α=0.8 and CutMix α=1.0
+    switched with probability 0.5 and label smoothing 0.1, is::
+
+        RandomMix([CutMix(alpha=1.0), MixUp(alpha=0.8)], p=[0.5, 0.5], per_sample=True,
+                  num_classes=1000, label_smoothing=0.1)
+
+    With ``per_sample=True`` (timm's ``mode="elem"``) every sample gets its own choice and its
+    own parameters (λ, box, ...), all vectorised: pasted and blended samples are applied in one
+    step, with no Python loop over the batch; any batch size, odd ones and 1 included. Each
+    sample's label is mixed by its partner's weight in it: the exact pasted fraction for a mask
+    mix, the blend weight for MixUp (or the child's own ``label_rule``).
+
+    The children are used for their mix parameters only (``alpha``, ``grid_size``, a feature
+    extractor, ...); RandomMix owns everything else, so children need no ``num_classes``: their
+    ``num_classes``, ``labels_getter``, ``p``, ``per_sample``, ``inplace``, ``label_smoothing``
+    and ``generator`` are replaced by RandomMix's (it keeps copies of the children, with its own
+    generator; changing a child afterwards does not reach the copies). Labels, smoothing (applied
+    once), ``labels_getter``, types and structures are as in :class:`~torchvision_mix.CutMix`.
+    Segmentation masks are accepted only when no child blends (a blend cannot mix class ids).
+
+    Mapping from ``timm.data.Mixup`` (see the docs' MixUp page for the whole table):
+    ``RandomMix([MixUp(alpha=mixup_alpha), CutMix(alpha=cutmix_alpha)],
+    p=[1 - switch_prob, switch_prob], mix_p=prob, per_sample=(mode == "elem"),
+    label_smoothing=label_smoothing, num_classes=num_classes)``.
+
+    Args:
+        transforms: the mixes to choose from: instances of this package's mixes, or of your own
+            :class:`~torchvision_mix.MaskMix` subclasses.
+        p: the probability of choosing each mix (normalised; ``None``: equal).
+        mix_p: the probability of mixing at all (per batch, or per sample with ``per_sample``).
+        num_classes: as in :class:`~torchvision_mix.CutMix`.
+        labels_getter: as in :class:`~torchvision_mix.CutMix`.
+        per_sample: choose the mix, and draw its parameters, per sample.
+        inplace: write into the given tensors.
+        label_smoothing: ε in [0, 1), applied once to the labels before mixing.
+        generator: a CPU :class:`torch.Generator` for every draw (the choice and the children's).
+
+    Example:
+        >>> import torch
+        >>> from torchvision_mix import CutMix, MixUp, RandomMix
+        >>> mix = RandomMix([CutMix(alpha=1.0), MixUp(alpha=0.8)], p=[0.5, 0.5], per_sample=True,
+        ...                 num_classes=10, label_smoothing=0.1, generator=torch.Generator().manual_seed(0))
+        >>> images, labels = mix(torch.rand(7, 3, 32, 32), torch.randint(10, (7,)))
+        >>> labels.shape, round(float(labels.sum()), 4)
+        (torch.Size([7, 10]), 7.0)
+    """
+
+    def __init__(
+        self,
+        transforms: Sequence[_MixBase],
+        *,
+        p: Sequence[float] | None = None,
+        mix_p: float = 1.0,
+        num_classes: int | None = None,
+        labels_getter: Any = "default",
+        per_sample: bool = False,
+        inplace: bool = False,
+        label_smoothing: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes,
+            labels_getter=labels_getter,
+            p=mix_p,
+            per_sample=per_sample,
+            inplace=inplace,
+            label_smoothing=label_smoothing,
+            generator=generator,
+        )
+        if not isinstance(transforms, Sequence) or isinstance(transforms, (str, bytes)) or not transforms:
+            raise ValueError(f"transforms must be a non-empty list of mixes, but got {transforms!r}.")
+        for t in transforms:
+            if not isinstance(t, _MixBase):
+                raise TypeError(
+                    "RandomMix chooses among this package's mixes (CutMix, MixUp, ... or a MaskMix subclass), "
+                    f"but got a {type(t).__module__}.{type(t).__name__}."
+                )
+        self.choice_p = _check_choice_probabilities(p, len(transforms))
+        self.transforms = nn.ModuleList(self._adopt(t) for t in transforms)
+        self._mixes_segmentation = all(t._mixes_segmentation for t in self._children())
+
+    def _adopt(self, child: _MixBase) -> _MixBase:
+        """A copy of ``child`` that draws from this mix's generator, in this mix's mode, always."""
+        mine = copy.copy(child)
+        mine.generator = self.generator
+        mine.per_sample = self.per_sample
+        mine.inplace = False
+        mine._p = 1.0
+        return mine
+
+    @property
+    def mix_p(self) -> float:
+        """The probability of mixing at all (per batch, or per sample with ``per_sample``)."""
+        return self._p
+
+    @mix_p.setter
+    def mix_p(self, value: float) -> None:
+        self._p = _check_probability(value)
+
+    def extra_repr(self) -> str:
+        return f"p={self.choice_p}, mix_p={self._p}, per_sample={self.per_sample}, num_classes={self.num_classes}"
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for child in self._children():  # the children share this mix's generator again
+            child.generator = self.generator
+
+    def _children(self) -> list[_MixBase]:
+        return list(self.transforms)  # type: ignore[arg-type]
+
+    def get_side_inputs(self, inputs: Any) -> dict[str, Any]:
+        side: dict[str, Any] = {}
+        for child in self._children():
+            side.update(child.get_side_inputs(inputs))
+        return side
+
+    def check_batch(self, batch: Tensor, **side_inputs: Any) -> None:
+        for child in self._children():
+            child.check_batch(batch, **side_inputs)
+
+    def _make_weights(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> _Weights:
+        children = self._children()
+        probabilities = torch.tensor(self.choice_p, dtype=torch.float64)
+        if not isinstance(applied, Tensor):
+            k = int(torch.multinomial(probabilities, 1, generator=self.generator))  # a CPU draw
+            weights = children[k]._make_weights(batch, True, side_inputs)
+            weights.label = children[k]._label_weights(weights)
+            return weights
+        size = batch.shape[0]
+        choice = torch.multinomial(probabilities, size, replacement=True, generator=self.generator)
+        parts = []
+        for k, child in enumerate(children):
+            chosen = applied & (choice == k)  # CPU tensors: reading them costs no synchronisation
+            if bool(chosen.any()):
+                part = child._make_weights(batch, chosen, side_inputs)
+                parts.append((part, child._label_weights(part)))
+        device = batch.device
+        chosen_any = applied.to(device, non_blocking=True)
+        if not parts:
+            zeros = torch.zeros(size, dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
+            return _Weights(lam=zeros, applied=chosen_any, label=zeros)
+        masks = [w.masks for w, _ in parts if w.masks is not None]
+        blends = [w.blend for w, _ in parts if w.blend is not None]
+        return _Weights(
+            lam=sum(w.lam for w, _ in parts[1:]) + parts[0][0].lam,  # samples of other mixes weigh 0 in each
+            applied=chosen_any,
+            masks=_union(masks),
+            blend=sum(blends[1:], blends[0]) if blends else None,
+            label=sum(label for _, label in parts[1:]) + parts[0][1],
+        )
+
+
+def _union(masks: list[Tensor]) -> Tensor | None:
+    if not masks:
+        return None
+    out = masks[0]
+    for m in masks[1:]:
+        out = out | m
+    return out
+
+
+def _check_choice_probabilities(p: Sequence[float] | None, n: int) -> list[float]:
+    if p is None:
+        return [1.0 / n] * n
+    if isinstance(p, (str, bytes)) or not isinstance(p, Sequence) or len(p) != n:
+        raise ValueError(f"p must hold one probability per mix ({n}), but got {p!r}.")
+    values = []
+    for v in p:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or math.isinf(v):
+            raise ValueError(f"p must hold finite probabilities >= 0, but got {p!r}.")
+        values.append(float(v))
+    total = sum(values)
+    if total <= 0:
+        raise ValueError(f"p must not sum to 0: at least one mix must be possible, but got {p!r}.")
+    return [v / total for v in values]
