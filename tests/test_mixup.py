@@ -144,7 +144,8 @@ def test_segmentation_masks_are_refused_before_anything_changes():
     images = torch.rand(4, 3, 5, 5)
     before = images.clone()
     with pytest.raises(UnsupportedInputError, match="cannot be blended"):
-        MixUp(num_classes=3, inplace=True)(images, tv_tensors.Mask(torch.zeros(4, 5, 5, dtype=torch.long)), torch.arange(4))
+        masks = tv_tensors.Mask(torch.zeros(4, 5, 5, dtype=torch.long))
+        MixUp(num_classes=3, inplace=True)(images, masks, torch.arange(4))
     assert torch.equal(images, before)
 
 
