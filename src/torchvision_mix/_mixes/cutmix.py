@@ -52,9 +52,8 @@ class CutMix(MaskMix):
     * PIL images, bounding boxes and keypoints raise :class:`~torchvision_mix.UnsupportedInputError`,
       both a ``TypeError`` and, like torchvision's, a ``ValueError``.
 
-    The CutMix paper's ablation variants (all did worse than plain CutMix in the paper, Table 6:
-    ImageNet top-1 error 21.40 % for CutMix against 21.53-22.02 % for its variants and 22.17 % for
-    "center Gaussian"), opt-in:
+    The CutMix paper's ablation variants (each had a higher error than plain CutMix in the paper's
+    ablation study), opt-in:
 
     * ``center="gaussian"``: box centres drawn around the image centre (standard deviation
       ``center_std`` times the side, 0.25 by default, rounded and clipped to the image);
