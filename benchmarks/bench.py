@@ -44,7 +44,7 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
     """Name → a factory of callable(images, labels), or → the reason it cannot run this case."""
     from torchvision.transforms import v2
 
-    from torchvision_mix import AttentiveCutMix, CutMix
+    from torchvision_mix import AttentiveCutMix, CutMix, MixUp, RandomMix
 
     out: dict[str, Callable[[], Fn] | str] = {}
 
@@ -55,6 +55,17 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
         from timm.data import Mixup
 
         return Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode=mode, label_smoothing=0.0, num_classes=NUM_CLASSES)
+
+    def timm_recipe(mode: str) -> Fn:
+        from timm.data import Mixup
+
+        return Mixup(
+            mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, mode=mode, label_smoothing=0.1, num_classes=NUM_CLASSES
+        )
+
+    def recipe(per_sample: bool) -> Fn:
+        children = [CutMix(alpha=1.0), MixUp(alpha=0.8)]
+        return RandomMix(children, p=[0.5, 0.5], per_sample=per_sample, num_classes=NUM_CLASSES, label_smoothing=0.1)
 
     def kornia_cutmix() -> Fn:
         import kornia.augmentation as K
@@ -88,7 +99,32 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
         feature_extractor=nearly_free, grid_size=7, num_classes=NUM_CLASSES
     )
     out["ours AttentiveCutMix (precomputed)"] = attentive_precomputed
+    if dtype.is_floating_point:
+        out["torchvision v2.MixUp"] = lambda: v2.MixUp(num_classes=NUM_CLASSES)
+    else:
+        out["torchvision v2.MixUp"] = "torchvision refuses uint8 images"
+    out["ours MixUp"] = lambda: MixUp(num_classes=NUM_CLASSES)
+    out["ours MixUp per_sample"] = lambda: MixUp(num_classes=NUM_CLASSES, per_sample=True)
+    out["ours MixUp inplace"] = lambda: MixUp(num_classes=NUM_CLASSES, inplace=True)
+    for mode in ("batch", "elem"):
+        name = f"timm Mixup recipe {mode}"
+        out[name] = functools.partial(timm_recipe, mode) if _has("timm") else "timm not installed"
+    out["ours RandomMix recipe"] = functools.partial(recipe, False)
+    out["ours RandomMix recipe per_sample"] = functools.partial(recipe, True)
     return out
+
+
+#: The goals of the docs: (contender, peer) pairs whose time ratio is reported beside the table.
+PEER_RATIOS = [
+    ("ours CutMix", "torchvision v2.CutMix"),
+    ("ours CutMix inplace", "torchvision v2.CutMix"),
+    ("ours CutMix per_sample", "torchvision v2.CutMix"),
+    ("ours MixUp", "torchvision v2.MixUp"),
+    ("ours MixUp per_sample", "torchvision v2.MixUp"),
+    ("ours RandomMix recipe per_sample", "timm Mixup recipe elem"),
+    ("ours RandomMix recipe per_sample", "timm Mixup recipe batch"),
+    ("ours RandomMix recipe", "timm Mixup recipe batch"),
+]
 
 
 def _has(module: str) -> bool:
@@ -279,6 +315,12 @@ def render(
             mem_s = "n/a" if mem is None else f"{mem / 2**20:.1f} MiB ({mem / float(batch_bytes):.2f} batches)"
             lines.append(f"| {name} | {r['median_ms']:.2f} | {r['images_per_s']:,.0f} | {r['ratio']:.2f} | {mem_s} |")
         lines.append("")
+        timed = {name for name, r in results.items() if "median_ms" in r}
+        pairs = [(a, b) for a, b in PEER_RATIOS if a in timed and b in timed]
+        if pairs:
+            lines += ["| ours | peer | time ratio (ours / peer) |", "|---|---|---|"]
+            lines += [f"| {a} | {b} | {results[a]['median_ms'] / results[b]['median_ms']:.2f} |" for a, b in pairs]
+            lines.append("")
     if extractor:
         lines += ["**The feature extractor's cost, next to the mixing (float32, 3 x 224 x 224)**", ""]
         lines += ["| device | batch | what | median ms |", "|---|---|---|---|"]
