@@ -46,7 +46,6 @@ __all__ = [
     "IMAGE_DTYPES",
     "KINDS",
     "STRUCTURES",
-    "MixInputs",
     "extra_values",
     "generators",
     "image_batches",
