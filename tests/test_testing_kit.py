@@ -302,6 +302,23 @@ def test_pass_through_values_must_come_back_unchanged(bug, match):
         check_mix_transform(DictMix(bug=bug), _sample(), num_classes=5)
 
 
+def test_the_callers_structure_and_pass_through_tensors_must_be_left_alone():
+    def writes_back(sample):
+        out = DictMix()(sample)
+        sample["image"] = out["image"]
+        return out
+
+    def bumps_the_index(sample):
+        out = DictMix()(sample)
+        sample["index"].add_(1)
+        return out
+
+    with pytest.raises(MixCheckError, match="the input structure was modified"):
+        check_mix_transform(writes_back, _sample(), num_classes=5)
+    with pytest.raises(MixCheckError, match=r"input\['index'\] was modified"):
+        check_mix_transform(bumps_the_index, _sample(), num_classes=5)
+
+
 @pytest.mark.parametrize("sequence", [tuple, list])
 def test_a_sequence_must_come_back_as_the_same_kind_of_sequence(sequence):
     images, labels = _inputs()

@@ -505,6 +505,7 @@ def check_mix_transform(
         )
     main = (explicit or masks)[0]
 
+    expected_skeleton = _skeleton(tree)
     outputs = transform(*inputs)
     name = type(transform).__name__
 
@@ -512,7 +513,10 @@ def check_mix_transform(
         return MixCheckError(f"{name}: {message}")
 
     # --- container contract ---
-    expected_skeleton, got_skeleton = _skeleton(tree), _skeleton(outputs)
+    after = _flatten(tree)
+    if _skeleton(tree) != expected_skeleton or any(a is not b for (_, a), (_, b) in zip(after, flat, strict=True)):
+        raise fail("the input structure was modified (an entry of the caller's tuple, list or dict was replaced).")
+    got_skeleton = _skeleton(outputs)
     if len(inputs) > 1 and got_skeleton != "leaf" and got_skeleton[0] in ("tuple", "list"):
         got_skeleton = ("tuple", got_skeleton[1])  # several arguments come back as a tuple or a list
     problem = _structure_problem(expected_skeleton, got_skeleton)
@@ -536,8 +540,8 @@ def check_mix_transform(
             raise fail(f"inplace: the {label} {are} not the input tensor.")
     for k, (path, x) in enumerate(flat):
         if isinstance(x, Tensor) and not (inplace and k in batch_at) and not _tensors_equal(x, before[k]):
-            what = "images" if k == main else "labels" if k == label_at else f"tensor at input{path}"
-            raise fail(f"the input {what} were modified.")
+            what = "images were" if k == main else "labels were" if k == label_at else f"input{path} was"
+            raise fail(f"the input {what} modified." if k in (main, label_at) else f"{what} modified.")
     for k, (path, x) in enumerate(flat):
         if k in batch_at or k == label_at:
             continue
