@@ -4,19 +4,35 @@ Needs the ``test`` extra (``pip install "torchvision-mix[test]"``), which instal
 Tensors are built from a drawn integer seed through a :class:`torch.Generator`, so examples
 shrink and replay without touching torch's global random state.
 
+What a test varies is given as strategies, as Hypothesis's own strategies take them: e.g.
+``image_batches(dtypes=st.sampled_from([torch.uint8]), batch_sizes=st.integers(1, 5))`` and
+``mix_inputs(images=image_batches(...), structure=st.sampled_from(["dict", "dict+mask"]))``.
+What depends on another drawn value (labels on the batch size, masks on the image size) is
+given as a function returning a strategy, as ``xarray.testing.strategies`` does.
+
 Example:
     >>> from hypothesis import given
+    >>> from hypothesis import strategies as st
     >>> from torchvision_mix.testing import strategies as mst
     >>> @given(mst.mix_inputs(max_batch_size=4, max_side=16))
     ... def test_shapes(inputs):
     ...     images, labels, num_classes = inputs
     ...     assert images.shape[0] == labels.shape[0]
     >>> test_shapes()
+    >>> @given(mst.mix_inputs(images=mst.image_batches(batch_sizes=st.integers(1, 3), heights=st.just(8)),
+    ...                       structure=st.sampled_from(["dict+mask", "tuple+dict"])))
+    ... def test_structures(inputs):
+    ...     sample = inputs.args[0]
+    ...     assert inputs.images.shape[-2] == 8
+    ...     assert isinstance(sample, dict) if inputs.structure == "dict+mask" else isinstance(sample[1], dict)
+    >>> test_structures()
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from hypothesis import strategies as st
@@ -24,20 +40,38 @@ from hypothesis.errors import InvalidArgument
 from torch import Tensor
 from torchvision import tv_tensors
 
+from ._cases import MixInputs
+
 __all__ = [
     "IMAGE_DTYPES",
     "KINDS",
+    "STRUCTURES",
+    "extra_values",
     "generators",
     "image_batches",
     "labels",
     "mix_inputs",
     "seeds",
+    "segmentation_masks",
 ]
+
+T = TypeVar("T")
 
 #: The dtypes torchvision images come in.
 IMAGE_DTYPES: tuple[torch.dtype, ...] = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: Batch containers: ``tv_tensors.Image`` (B, C, H, W), ``tv_tensors.Video`` (B, T, C, H, W), plain (B, C, H, W).
 KINDS: tuple[str, ...] = ("image", "video", "tensor")
+#: How :func:`mix_inputs` passes a batch to a transform (``x`` the images, ``y`` the labels, ``m``
+#: a segmentation mask, ``**extras`` pass-through entries):
+#:
+#: * ``"args"``: two arguments, ``transform(x, y)``;
+#: * ``"tuple"``: ``transform((x, y))``; ``"list"``: ``transform([x, y])`` (what a DataLoader yields);
+#: * ``"dict"``: ``transform({"image": x, "labels": y, **extras})``;
+#: * ``"dict+mask"``: ``transform({"image": x, "mask": m, "labels": y, **extras})``;
+#: * ``"tuple+dict"``: ``transform((x, {"labels": y, **extras}))`` (a detection-style target);
+#: * ``"segmentation"``: ``transform({"image": x, "mask": m, **extras})``, no labels.
+STRUCTURES: tuple[str, ...] = ("args", "tuple", "list", "dict", "dict+mask", "tuple+dict", "segmentation")
+_LABELLED = tuple(s for s in STRUCTURES if s != "segmentation")
 
 
 def _check_range(name: str, low: int, high: int, floor: int) -> None:
@@ -47,6 +81,54 @@ def _check_range(name: str, low: int, high: int, floor: int) -> None:
         raise InvalidArgument(f"min_{name}={low} must be >= {floor}.")
     if high < low:
         raise InvalidArgument(f"max_{name}={high} must be >= min_{name}={low}; use equal values for a fixed size.")
+
+
+def _ints(
+    name: str,
+    plural: str,
+    strategy: st.SearchStrategy[int] | None,
+    low: int | None,
+    high: int | None,
+    default: tuple[int, int],
+    floor: int,
+) -> st.SearchStrategy[int]:
+    """``strategy``, or integers in ``[low, high]`` (the earlier ``min_*``/``max_*`` arguments)."""
+    if strategy is not None:
+        if low is not None or high is not None:
+            raise InvalidArgument(f"Pass either {plural}= or min_{name}=/max_{name}=, not both.")
+        if not isinstance(strategy, st.SearchStrategy):
+            raise InvalidArgument(f"{plural} must be a strategy of ints, e.g. st.integers(1, 5), but got {strategy!r}.")
+        return strategy
+    low = default[0] if low is None else low
+    high = default[1] if high is None else high
+    _check_range(name, low, high, floor)
+    return st.integers(low, high)
+
+
+def _draw_int(draw: st.DrawFn, strategy: st.SearchStrategy[int], plural: str, floor: int) -> int:
+    value = draw(strategy)
+    if isinstance(value, bool) or not isinstance(value, int) or value < floor:
+        raise InvalidArgument(f"{plural} drew {value!r}, but it must draw ints >= {floor}.")
+    return value
+
+
+def _choices(name: str, value: Sequence[T] | st.SearchStrategy[T], example: str) -> st.SearchStrategy[T]:
+    """A strategy as given, or a non-empty sequence drawn from uniformly."""
+    if isinstance(value, st.SearchStrategy):
+        return value
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise InvalidArgument(f"{name} must not be empty; use {name}={example} for a fixed {name.rstrip('s')}.")
+    return st.sampled_from(list(value))
+
+
+def _bools(name: str, value: bool | st.SearchStrategy[bool] | None) -> st.SearchStrategy[bool]:
+    if isinstance(value, st.SearchStrategy):
+        return value
+    if value is None:
+        return st.booleans()
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be True, False, None (draw either) or a strategy, but got {value!r}.")
+    return st.just(value)
 
 
 def seeds() -> st.SearchStrategy[int]:
@@ -62,21 +144,23 @@ def generators() -> st.SearchStrategy[torch.Generator]:
 def _distinct_batch(shape: tuple[int, ...], dtype: torch.dtype, seed: int, distinct: bool) -> Tensor:
     g = torch.Generator().manual_seed(seed)
     batch = shape[0]
+    frame = (batch, *([1] * (len(shape) - 1 - 1 - 2)), 1, 1)  # broadcast over frames, H, W
     if dtype.is_floating_point:
         x = torch.rand(shape, generator=g, dtype=torch.float64)
         if distinct and batch > 0:
             # Sample b lives in [b / B, (b + 1) / B) on the first channel of every pixel: any two
-            # samples differ at every position, even after rounding to bfloat16.
+            # samples differ at every position by at least 1 / B, even after rounding to bfloat16.
             base = torch.rand(shape[1:-3] + shape[-2:], generator=g, dtype=torch.float64)
-            offsets = torch.arange(batch, dtype=torch.float64).reshape(batch, *([1] * (len(shape) - 1 - 1 - 2)), 1, 1)
+            offsets = torch.arange(batch, dtype=torch.float64).reshape(frame)
             x.select(-3, 0).copy_((base + offsets) / batch)
         return x.to(dtype)
-    x = torch.randint(0, 256, shape, generator=g, dtype=torch.int64)
+    levels = min(256, torch.iinfo(dtype).max + 1)  # 0..255 (0..127 for int8)
+    x = torch.randint(0, levels, shape, generator=g, dtype=torch.int64)
     if distinct and batch > 0:
-        base = torch.randint(0, 256, shape[1:-3] + shape[-2:], generator=g)
-        step = max(256 // batch, 1)
-        offsets = (torch.arange(batch) * step).reshape(batch, *([1] * (len(shape) - 1 - 1 - 2)), 1, 1)
-        x.select(-3, 0).copy_((base + offsets) % 256)
+        base = torch.randint(0, levels, shape[1:-3] + shape[-2:], generator=g)
+        step = max(levels // batch, 1)
+        offsets = (torch.arange(batch) * step).reshape(frame)
+        x.select(-3, 0).copy_((base + offsets) % levels)
     return x.to(dtype)
 
 
@@ -84,55 +168,74 @@ def _distinct_batch(shape: tuple[int, ...], dtype: torch.dtype, seed: int, disti
 def image_batches(
     draw: st.DrawFn,
     *,
-    dtypes: Sequence[torch.dtype] = IMAGE_DTYPES,
-    kinds: Sequence[str] = KINDS,
-    min_batch_size: int = 1,
-    max_batch_size: int = 8,
-    min_side: int = 1,
-    max_side: int = 64,
-    min_channels: int = 1,
-    max_channels: int = 3,
-    max_frames: int = 3,
-    channels_last: bool | None = None,
+    dtypes: Sequence[torch.dtype] | st.SearchStrategy[torch.dtype] = IMAGE_DTYPES,
+    kinds: Sequence[str] | st.SearchStrategy[str] = KINDS,
+    batch_sizes: st.SearchStrategy[int] | None = None,
+    heights: st.SearchStrategy[int] | None = None,
+    widths: st.SearchStrategy[int] | None = None,
+    channels: st.SearchStrategy[int] | None = None,
+    frames: st.SearchStrategy[int] | None = None,
+    channels_last: bool | st.SearchStrategy[bool] | None = None,
     distinct_samples: bool = True,
+    min_batch_size: int | None = None,
+    max_batch_size: int | None = None,
+    min_side: int | None = None,
+    max_side: int | None = None,
+    min_channels: int | None = None,
+    max_channels: int | None = None,
+    max_frames: int | None = None,
 ) -> Tensor:
     """Batches of images or videos, with independent height and width (non-square included).
 
     Args:
-        dtypes: dtypes to draw from.
-        kinds: containers to draw from, a subset of :data:`KINDS`.
-        min_batch_size: smallest batch (``0`` allowed).
-        max_batch_size: largest batch.
-        min_side: smallest height or width.
-        max_side: largest height or width.
-        min_channels: fewest channels.
-        max_channels: most channels.
-        max_frames: most frames of a video.
+        dtypes: a strategy of dtypes (any real dtype but bool), or a sequence to draw from.
+            Default: :data:`IMAGE_DTYPES`.
+        kinds: a strategy of containers, or a sequence to draw from, among :data:`KINDS`.
+        batch_sizes: a strategy of batch sizes (``0`` allowed). Default: 1 to 8.
+        heights: a strategy of heights (>= 1). Default: 1 to 64.
+        widths: a strategy of widths (>= 1). Default: 1 to 64.
+        channels: a strategy of channel counts (>= 1). Default: 1 to 3.
+        frames: a strategy of video lengths (>= 1). Default: 1 to 3.
         channels_last: ``True`` for channels_last images (4-D only), ``False`` for contiguous,
-            ``None`` to draw either.
+            ``None`` to draw either, or a strategy of bools.
         distinct_samples: make any two samples differ at every pixel (on the first channel), so a
             pasted pixel's source is never ambiguous. ``False`` gives plain random pixels.
+        min_batch_size: instead of ``batch_sizes``, the smallest batch (kept from earlier versions,
+            as are ``max_batch_size``, ``min_side``/``max_side`` for both ``heights`` and
+            ``widths``, ``min_channels``/``max_channels`` and ``max_frames``).
+        max_batch_size: see ``min_batch_size``.
+        min_side: see ``min_batch_size``.
+        max_side: see ``min_batch_size``.
+        min_channels: see ``min_batch_size``.
+        max_channels: see ``min_batch_size``.
+        max_frames: see ``min_batch_size``.
     """
-    _check_range("batch_size", min_batch_size, max_batch_size, 0)
-    _check_range("side", min_side, max_side, 1)
-    _check_range("channels", min_channels, max_channels, 1)
-    if not dtypes:
-        raise InvalidArgument("dtypes must not be empty; use dtypes=[torch.float32] for a fixed dtype.")
-    unknown = set(kinds) - set(KINDS)
-    if not kinds or unknown:
+    batch_st = _ints("batch_size", "batch_sizes", batch_sizes, min_batch_size, max_batch_size, (1, 8), 0)
+    height_st = _ints("side", "heights", heights, min_side, max_side, (1, 64), 1)
+    width_st = _ints("side", "widths", widths, min_side, max_side, (1, 64), 1)
+    channel_st = _ints("channels", "channels", channels, min_channels, max_channels, (1, 3), 1)
+    frame_st = _ints("frames", "frames", frames, 1 if max_frames is not None else None, max_frames, (1, 3), 1)
+    dtype_st = _choices("dtypes", dtypes, "[torch.float32]")
+    if not isinstance(kinds, st.SearchStrategy) and (not kinds or set(kinds) - set(KINDS)):
         raise InvalidArgument(f"kinds must be a non-empty subset of {KINDS}, but got {list(kinds)}.")
-    kind = draw(st.sampled_from(list(kinds)))
-    dtype = draw(st.sampled_from(list(dtypes)))
-    batch = draw(st.integers(min_batch_size, max_batch_size))
-    height = draw(st.integers(min_side, max_side))
-    width = draw(st.integers(min_side, max_side))
-    channels = draw(st.integers(min_channels, max_channels))
-    shape: tuple[int, ...] = (batch, channels, height, width)
+    kind_st = _choices("kinds", kinds, '["image"]')
+    cl_st = _bools("channels_last", channels_last)
+
+    kind = draw(kind_st)
+    if kind not in KINDS:
+        raise InvalidArgument(f"kinds drew {kind!r}, but it must draw one of {KINDS}.")
+    dtype = draw(dtype_st)
+    if not isinstance(dtype, torch.dtype) or dtype == torch.bool or dtype.is_complex:
+        raise InvalidArgument(f"dtypes drew {dtype!r}, but it must draw real torch dtypes other than bool.")
+    batch = _draw_int(draw, batch_st, "batch_sizes", 0)
+    height = _draw_int(draw, height_st, "heights", 1)
+    width = _draw_int(draw, width_st, "widths", 1)
+    n_channels = _draw_int(draw, channel_st, "channels", 1)
+    shape: tuple[int, ...] = (batch, n_channels, height, width)
     if kind == "video":
-        shape = (batch, draw(st.integers(1, max(1, max_frames))), channels, height, width)
+        shape = (batch, _draw_int(draw, frame_st, "frames", 1), n_channels, height, width)
     x = _distinct_batch(shape, dtype, draw(seeds()), distinct_samples)
-    use_cl = draw(st.booleans()) if channels_last is None else channels_last
-    if use_cl and x.ndim == 4:
+    if draw(cl_st) and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     if kind == "image":
         return tv_tensors.Image(x)
@@ -147,8 +250,8 @@ def labels(
     *,
     batch_size: int,
     num_classes: int,
-    soft: bool | None = None,
-    dtypes: Sequence[torch.dtype] = (torch.float32, torch.float64),
+    soft: bool | st.SearchStrategy[bool] | None = None,
+    dtypes: Sequence[torch.dtype] | st.SearchStrategy[torch.dtype] = (torch.float32, torch.float64),
 ) -> Tensor:
     """Labels for a batch: class indices ``(B,)`` (int64) or soft labels ``(B, K)``.
 
@@ -158,15 +261,18 @@ def labels(
     Args:
         batch_size: ``B``.
         num_classes: ``K``.
-        soft: ``True`` for soft labels, ``False`` for indices, ``None`` to draw either.
-        dtypes: floating dtypes for soft labels.
+        soft: ``True`` for soft labels, ``False`` for indices, ``None`` to draw either, or a
+            strategy of bools.
+        dtypes: floating dtypes for soft labels (a strategy, or a sequence to draw from).
     """
     if num_classes < 1:
         raise InvalidArgument(f"num_classes={num_classes} must be >= 1.")
+    soft_st = _bools("soft", soft)
+    dtype_st = _choices("dtypes", dtypes, "[torch.float32]")
     seed = draw(seeds())
     g = torch.Generator().manual_seed(seed)
-    if draw(st.booleans()) if soft is None else soft:
-        dtype = draw(st.sampled_from(list(dtypes)))
+    if draw(soft_st):
+        dtype = draw(dtype_st)
         raw = torch.rand(batch_size, num_classes, generator=g, dtype=torch.float64) + 1e-3
         return (raw / raw.sum(dim=1, keepdim=True)).to(dtype)
     if num_classes >= batch_size:
@@ -175,25 +281,144 @@ def labels(
 
 
 @st.composite
+def segmentation_masks(
+    draw: st.DrawFn,
+    *,
+    batch_size: int,
+    height: int,
+    width: int,
+    dtypes: Sequence[torch.dtype] | st.SearchStrategy[torch.dtype] = (torch.uint8, torch.int64),
+    num_classes: st.SearchStrategy[int] | None = None,
+    channel_dim: bool | st.SearchStrategy[bool] | None = None,
+) -> Tensor:
+    """Segmentation masks: a ``tv_tensors.Mask`` of class ids, ``(B, H, W)`` or ``(B, 1, H, W)``.
+
+    Class ids are random, so a mask alone rarely tells which sample a pixel came from: the
+    images do, and :func:`~torchvision_mix.testing.check_mix_transform` checks that the masks
+    follow them.
+
+    Args:
+        batch_size: ``B``.
+        height: ``H``.
+        width: ``W``.
+        dtypes: integer dtypes of the ids (a strategy, or a sequence to draw from).
+        num_classes: a strategy of the number of classes (ids in ``[0, n)``). Default: 1 to 10.
+        channel_dim: ``True`` for ``(B, 1, H, W)``, ``False`` for ``(B, H, W)``, ``None`` to draw
+            either, or a strategy of bools.
+    """
+    dtype = draw(_choices("dtypes", dtypes, "[torch.uint8]"))
+    n = _draw_int(draw, num_classes if num_classes is not None else st.integers(1, 10), "num_classes", 1)
+    ids = torch.randint(0, n, (batch_size, height, width), generator=torch.Generator().manual_seed(draw(seeds())))
+    if draw(_bools("channel_dim", channel_dim)):
+        ids = ids[:, None]
+    return tv_tensors.Mask(ids.to(dtype))
+
+
+def extra_values(batch_size: int, height: int = 1, width: int = 1) -> st.SearchStrategy[dict[str, Any]]:
+    """Pass-through entries a sample dict may hold besides images, masks and labels.
+
+    Some of: ``"index"`` (an int64 tensor ``(B,)``), ``"path"`` (a list of ``B`` strings) and
+    ``"meta"`` (a dict of plain values). A mix must return them unchanged.
+    """
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "index": st.integers(0, 10**6).map(lambda start: torch.arange(start, start + batch_size)),
+            "path": st.just([f"images/{i:05d}.png" for i in range(batch_size)]),
+            "meta": st.fixed_dictionaries({"epoch": st.integers(0, 100), "split": st.sampled_from(["train", "val"])}),
+        },
+    )
+
+
+def _build(structure: str, x: Tensor, y: Tensor | None, m: Tensor | None, extras: dict[str, Any]) -> tuple[Any, ...]:
+    if structure == "args":
+        return (x, y)
+    if structure == "tuple":
+        return ((x, y),)
+    if structure == "list":
+        return ([x, y],)
+    if structure == "dict":
+        return ({"image": x, "labels": y, **extras},)
+    if structure == "dict+mask":
+        return ({"image": x, "mask": m, "labels": y, **extras},)
+    if structure == "tuple+dict":
+        return ((x, {"labels": y, **extras}),)
+    return ({"image": x, "mask": m, **extras},)
+
+
+@st.composite
 def mix_inputs(
     draw: st.DrawFn,
     *,
-    min_classes: int = 2,
-    max_classes: int = 10,
+    images: st.SearchStrategy[Tensor] | None = None,
+    num_classes: st.SearchStrategy[int] | None = None,
+    labels: Callable[..., st.SearchStrategy[Tensor]] | None = None,
+    structure: st.SearchStrategy[str] | None = None,
+    masks: Callable[..., st.SearchStrategy[Tensor]] | None = None,
+    extras: Callable[..., st.SearchStrategy[dict[str, Any]]] | None = None,
+    min_classes: int | None = None,
+    max_classes: int | None = None,
     soft: bool | None = None,
-    **image_kwargs: object,
-) -> tuple[Tensor, Tensor, int]:
-    """``(images, labels, num_classes)`` for a mixing transform.
+    **image_kwargs: Any,
+) -> MixInputs:
+    """The input of one call of a mixing transform, in one of the :data:`STRUCTURES`.
 
-    Keyword arguments other than those below go to :func:`image_batches`.
+    Returns a :class:`~torchvision_mix.testing.MixInputs`: call ``transform(*inputs.args)`` or
+    give it to :func:`~torchvision_mix.testing.check_mix_transform`; it also unpacks as the
+    earlier ``(images, labels, num_classes)``.
 
     Args:
-        min_classes: fewest classes.
-        max_classes: most classes.
-        soft: as in :func:`labels`.
+        images: a strategy of image batches. Default: :func:`image_batches` with
+            ``image_kwargs``.
+        num_classes: a strategy of ``K`` (>= 1). Default: 2 to 10 (or ``min_classes`` to
+            ``max_classes``).
+        labels: a function ``(*, batch_size, num_classes) -> strategy`` of labels (called with
+            keywords, so ``functools.partial(labels, soft=True)`` fits). Default: :func:`labels`
+            (with ``soft``).
+        structure: a strategy of names from :data:`STRUCTURES`. Default: every structure with
+            labels (all but ``"segmentation"``).
+        masks: a function ``(*, batch_size, height, width) -> strategy`` of segmentation masks
+            for the structures that hold one. Default: :func:`segmentation_masks`.
+        extras: a function ``(*, batch_size, height, width) -> strategy`` of a dict of pass-through
+            entries, added to the structure's dict (``"dict"``, ``"dict+mask"``, ``"tuple+dict"``,
+            ``"segmentation"``; the others hold none). Default: :func:`extra_values`.
+        min_classes: fewest classes, instead of ``num_classes``.
+        max_classes: most classes, instead of ``num_classes``.
+        soft: as in :func:`labels`, when ``labels`` is not given.
+        image_kwargs: keyword arguments of :func:`image_batches`, when ``images`` is not given.
     """
-    _check_range("classes", min_classes, max_classes, 1)
-    images = draw(image_batches(**image_kwargs))  # type: ignore[arg-type]
-    num_classes = draw(st.integers(min_classes, max_classes))
-    y = draw(labels(batch_size=images.shape[0], num_classes=num_classes, soft=soft))
-    return images, y, num_classes
+    if images is not None and image_kwargs:
+        raise InvalidArgument(f"Pass either images= or image_batches() arguments {sorted(image_kwargs)}, not both.")
+    if labels is not None and soft is not None:
+        raise InvalidArgument("Pass either labels= or soft=, not both.")
+    class_st = _ints("classes", "num_classes", num_classes, min_classes, max_classes, (2, 10), 1)
+    image_st = images if images is not None else image_batches(**image_kwargs)
+    label_fn = labels if labels is not None else functools.partial(_labels, soft=soft)
+    structure_st = structure if structure is not None else st.sampled_from(_LABELLED)
+    mask_fn = masks if masks is not None else segmentation_masks
+    extra_fn = extras if extras is not None else extra_values
+
+    x = draw(image_st)
+    if not isinstance(x, Tensor) or x.ndim < 3:
+        raise InvalidArgument(f"images drew {type(x).__name__} {getattr(x, 'shape', '')}, not a batch (B, ..., H, W).")
+    batch, height, width = x.shape[0], x.shape[-2], x.shape[-1]
+    k = _draw_int(draw, class_st, "num_classes", 1)
+    name = draw(structure_st)
+    if name not in STRUCTURES:
+        raise InvalidArgument(f"structure drew {name!r}, but it must draw one of {STRUCTURES}.")
+    y = None if name == "segmentation" else draw(label_fn(batch_size=batch, num_classes=k))
+    m = (
+        draw(mask_fn(batch_size=batch, height=height, width=width))
+        if "mask" in name or name == "segmentation"
+        else None
+    )
+    extra: dict[str, Any] = {}
+    if name in ("dict", "dict+mask", "tuple+dict", "segmentation"):
+        extra = draw(extra_fn(batch_size=batch, height=height, width=width))
+        clash = set(extra) & {"image", "mask", "labels"}
+        if clash:
+            raise InvalidArgument(f"extras drew the keys {sorted(clash)}, which the structure uses.")
+    return MixInputs(_build(name, x, y, m, extra), x, y, k, name, m, extra)
+
+
+_labels = labels
