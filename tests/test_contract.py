@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import torchvision_mix
-from torchvision_mix import AttentiveCutMix, CutMix, MaskMix
+from torchvision_mix import AttentiveCutMix, CutMix, MaskMix, MixUp, RandomMix
 from torchvision_mix.testing import check_mix_transform
 from torchvision_mix.testing import strategies as mst
 
@@ -142,8 +142,33 @@ MIXES = [
     *_optional("SaliencyMix"),
     *_optional("FMix"),
     *_optional("GridMix"),
-    *_optional("MixUp", kinds=BLEND, structures=NO_MASKS),
-    *_optional("RandomMix", kinds=PASTE_OR_BLEND, structures=NO_MASKS),
+    Mix("MixUp", lambda k, g: MixUp(num_classes=k, generator=g), kinds=BLEND, structures=NO_MASKS),
+    Mix(
+        "MixUp-per_sample-p0.5-inplace",
+        lambda k, g: MixUp(num_classes=k, per_sample=True, p=0.5, inplace=True, generator=g),
+        {"inplace": True},
+        kinds=BLEND,
+        structures=NO_MASKS,
+    ),
+    Mix(
+        "RandomMix-recipe-per_sample",
+        lambda k, g: RandomMix(
+            [CutMix(), MixUp(alpha=0.8)], per_sample=True, num_classes=k, label_smoothing=0.1, generator=g
+        ),
+        {"label_smoothing": 0.1},
+        kinds=PASTE_OR_BLEND,
+        structures=NO_MASKS,
+    ),
+    Mix(
+        "RandomMix-recipe-batch",
+        lambda k, g: RandomMix([CutMix(), MixUp(alpha=0.8)], mix_p=0.8, num_classes=k, generator=g),
+        kinds=PASTE_OR_BLEND,
+        structures=NO_MASKS,
+    ),
+    Mix(
+        "RandomMix-masks-only",
+        lambda k, g: RandomMix([CutMix(), Stripes()], per_sample=True, num_classes=k, generator=g),
+    ),
 ]
 
 
