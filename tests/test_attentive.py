@@ -598,7 +598,7 @@ def test_a_normalising_extractor_warns_once_about_a_batch_normalised_already():
         AttentiveCutMix(feature_extractor=_normalising(), num_classes=4)(torch.rand(4, 3, 28, 28), torch.arange(4))
         uint8 = (torch.rand(4, 3, 28, 28) * 255).to(torch.uint8)
         AttentiveCutMix(feature_extractor=_normalising(), num_classes=4)(uint8, torch.arange(4))
-    with pytest.warns(UserWarning, match=r"got a batch in \[0, 25\d\].*floats in \[0, 255\]"):  # 0-255 floats, another transform
+    with pytest.warns(UserWarning, match=r"got a batch in \[0, 25\d\].*floats in \[0, 255\]"):  # another transform
         AttentiveCutMix(feature_extractor=_normalising(), num_classes=4)(uint8.float(), torch.arange(4))
     with pytest.warns(UserWarning, match="normalize=False"):  # a preprocess that normalises counts too
         AttentiveCutMix(feature_extractor=_normalising(), num_classes=4, preprocess=v2.Normalize([0.5] * 3, [0.1] * 3))(
