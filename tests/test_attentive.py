@@ -653,8 +653,12 @@ def test_offline_default_fails_once_and_names_only_arguments_it_takes(monkeypatc
     assert soft.shape == (2, 2) and len(attempts) == 1
 
 
-def test_a_bad_weights_file_is_remembered_too(tmp_path):
+def test_a_bad_weights_file_is_remembered_too(tmp_path, monkeypatch):
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: loads.append(args) or real_load(*args, **kwargs))
     mix = AttentiveCutMix(num_classes=2, grid_size=2, top_k=2, weights_path=tmp_path / "missing.pth")
-    for _ in range(2):
+    for _ in range(3):
         with pytest.raises(RuntimeError, match=r"could not build its default feature extractor .*missing\.pth"):
             mix(torch.rand(2, 3, 64, 64), torch.arange(2))
+    assert len(loads) == 1  # tried once
