@@ -1,6 +1,11 @@
 """AttentiveCutMix: planted attention makes the expected cells known."""
 
+import inspect
+import os
+import pickle
+import re
 import urllib.error
+import warnings
 
 import pytest
 import torch
@@ -10,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from torchvision_mix import AttentiveCutMix, attention, masks
 from torchvision_mix.testing import check_mix_transform
@@ -38,9 +44,69 @@ class Planted(nn.Module):
         return self.maps.to(x.device)
 
 
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+def reference_heatmap(fmap, grid):
+    """One sample's heatmap, by plain loops: channel mean, then adaptive average pooling to the grid.
+
+    ``fmap`` is nested lists ``[C][h][w]`` (a feature map) or ``[h][w]`` (a heatmap). Output cell
+    ``(r, c)`` averages input rows ``floor(r * h / g)`` to ``ceil((r + 1) * h / g)`` (excluded),
+    and likewise the columns: adaptive pooling's definition, and the identity when ``h == g``.
+    """
+    if isinstance(fmap[0][0], list):
+        channels, h, w = len(fmap), len(fmap[0]), len(fmap[0][0])
+        fmap = [[sum(fmap[ch][y][x] for ch in range(channels)) / channels for x in range(w)] for y in range(h)]
+    h, w = len(fmap), len(fmap[0])
+    heat = []
+    for r in range(grid):
+        y0, y1 = r * h // grid, ceil_div((r + 1) * h, grid)
+        row = []
+        for c in range(grid):
+            x0, x1 = c * w // grid, ceil_div((c + 1) * w, grid)
+            window = [fmap[y][x] for y in range(y0, y1) for x in range(x0, x1)]
+            row.append(sum(window) / len(window))
+        heat.append(row)
+    return heat
+
+
+def reference_cells(heat, k):
+    """The k highest cells (r, c): sorted by value descending, then by row-major index ascending."""
+    grid = len(heat)
+    ranked = sorted(((heat[r][c], r * grid + c) for r in range(grid) for c in range(grid)), key=lambda t: (-t[0], t[1]))
+    return [divmod(index, grid) for _, index in ranked[:k]]
+
+
 def expected_masks(maps, grid, k, height, width):
-    heat = attention.heatmaps(maps, grid)
-    return masks.grid_to_masks(masks.top_k_cells(heat.roll(1, 0), k), height, width)
+    """Attentive CutMix's masks by plain Python, independent of the library's heatmaps/top_k_cells/grid_to_masks.
+
+    Receiver ``i`` takes the top ``k`` (or ``k[i]``) cells of donor ``i - 1``'s heatmap; cell row
+    ``r`` covers pixel rows ``ceil(r * H / g)`` up to ``ceil((r + 1) * H / g)``, and likewise the columns.
+    """
+    maps = maps.double().tolist()
+    batch = len(maps)
+    ks = [k] * batch if isinstance(k, int) else [int(v) for v in k]
+    out = torch.zeros(batch, height, width, dtype=torch.bool)
+    for i in range(batch):
+        heat = reference_heatmap(maps[(i - 1) % batch], grid)
+        for r, c in reference_cells(heat, ks[i]):
+            y0, y1 = ceil_div(r * height, grid), ceil_div((r + 1) * height, grid)
+            x0, x1 = ceil_div(c * width, grid), ceil_div((c + 1) * width, grid)
+            out[i, y0:y1, x0:x1] = True
+    return out
+
+
+def test_the_reference_itself_on_a_hand_made_case():
+    """The test's own reference, checked by hand: pooling a 3x3 map to 2x2, ties, cells of a 5x3 image."""
+    maps = torch.tensor([[[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 5.0]]])[None]  # (1, 1, 3, 3)
+    heat = reference_heatmap(maps[0].tolist(), 2)
+    assert heat == [[1.0, 0.5], [0.5, 1.5]]  # overlapping windows: rows/columns 0-1 and 1-2
+    assert heat == nn.functional.adaptive_avg_pool2d(maps[0], 2)[0].tolist()  # torch's definition of the pooling
+    assert reference_cells(heat, 2) == [(1, 1), (0, 0)]
+    assert reference_cells([[1, 2], [2, 0]], 2) == [(0, 1), (1, 0)]  # a tie: the lower index first
+    mask = expected_masks(maps, 2, 1, 5, 3)[0]
+    assert mask.int().tolist() == [[0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 1], [0, 0, 1]]  # rows 3-4, column 2
 
 
 @st.composite
@@ -48,19 +114,23 @@ def attentive_cases(draw):
     grid = draw(st.integers(1, 8))
     images, labels, num_classes = draw(mst.mix_inputs(min_side=grid, max_side=48))
     k = draw(st.integers(1, grid * grid))
-    channels = draw(st.integers(1, 4))
-    fmap = draw(st.sampled_from([grid, grid + 1, max(grid - 1, 1)]))
-    seed = draw(mst.seeds())
-    maps = torch.randn(images.shape[0], channels, fmap, fmap, generator=torch.Generator().manual_seed(seed))
-    return images, labels, num_classes, grid, k, maps
+    channels = draw(st.sampled_from([1, 2, 4]))  # powers of two: the channel means of integers are exact
+    sizes = st.sampled_from([grid, grid + 1, grid + 3, 2 * grid])  # never coarser than the grid
+    fh, fw = draw(sizes), draw(sizes)
+    spread = draw(st.sampled_from([1, 3, 1000]))  # small spreads make many exact ties
+    generator = torch.Generator().manual_seed(draw(mst.seeds()))
+    maps = torch.randint(-spread, spread + 1, (images.shape[0], channels, fh, fw), generator=generator).float()
+    extractor_size = draw(st.none() | st.tuples(st.integers(1, 40), st.integers(1, 40)))
+    return images, labels, num_classes, grid, k, maps, extractor_size
 
 
 @given(attentive_cases(), st.booleans(), st.booleans(), mst.seeds())
 def test_pasted_region_is_exactly_the_donors_top_k_cells(case, inplace, per_sample, seed):
-    images, labels, num_classes, grid, k, maps = case
+    images, labels, num_classes, grid, k, maps, extractor_size = case
     extractor = Planted(maps)
     mix = AttentiveCutMix(
         feature_extractor=extractor,
+        extractor_size=extractor_size,
         grid_size=grid,
         top_k=k,
         num_classes=num_classes,
@@ -76,6 +146,7 @@ def test_pasted_region_is_exactly_the_donors_top_k_cells(case, inplace, per_samp
         expected = torch.zeros_like(expected)
     assert torch.equal(foreign_masks(report.images, before), expected)
     assert len(extractor.calls) == 1 and extractor.calls[0]["shape"][0] == images.shape[0]  # one forward a batch
+    assert extractor.calls[0]["shape"][-2:] == (extractor_size or (h, w))
     lam = masks.mask_fractions(expected, dtype=torch.float64)
     if images.shape[0] > 1:
         soft = torch.nn.functional.one_hot(labels, num_classes).double() if labels.ndim == 1 else labels.double()
@@ -109,10 +180,22 @@ def test_cells_tile_odd_and_non_square_sizes_without_gap_or_overlap(height, widt
     torch.testing.assert_close(lam, pasted.flatten(1).float().mean(1), rtol=0, atol=1e-6)
 
 
-def test_heatmap_is_the_channel_mean_not_one_channel():
+@pytest.mark.parametrize("grid", [7, (3, 5)])
+def test_heatmaps_are_exactly_the_channel_mean(grid):
+    """Random maps: every channel, the first and the last included, disagrees with the mean."""
+    size = (grid, grid) if isinstance(grid, int) else grid
+    f = torch.randn(4, 5, *size, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(attention.heatmaps(f, grid), f.mean(1))
+    for channel in range(5):
+        assert not torch.equal(attention.heatmaps(f, grid), f[:, channel])
+
+
+def test_the_mix_pastes_the_peak_of_the_channel_mean_not_of_one_channel():
     maps = torch.zeros(2, 3, 7, 7)
-    maps[:, 0, 0, 0] = 10.0  # the mean peaks at (0, 0) ...
-    maps[:, 2, 6, 6] = 5.0  # ... the last channel at (6, 6)
+    maps[:, 0, 6, 6] = 5.0  # channel 0 (and the channel max) peak at (6, 6)
+    maps[:, 1, 0, 0] = 4.0  # the mean peaks at (0, 0): 8/3 against 5/3 and 4.5/3
+    maps[:, 2, 0, 0] = 4.0
+    maps[:, 2, 3, 3] = 4.5  # the last channel peaks at (3, 3)
     images = torch.rand(2, 3, 70, 70)
     out, _ = AttentiveCutMix(feature_extractor=Planted(maps), top_k=1, num_classes=2)(images, torch.arange(2))
     pasted = foreign_masks(out, images)
@@ -187,14 +270,37 @@ def test_uint8_batches_reach_the_extractor_as_float_in_0_1_and_floats_unchanged(
     assert extractor.calls[1]["x"] is floats or torch.equal(extractor.calls[1]["x"], floats)
 
 
-def test_preprocess_autocast_and_channels_last_are_applied():
+def test_preprocess_and_channels_last_are_applied():
     extractor = Planted(torch.rand(2, 1, 7, 7))
     mix = AttentiveCutMix(
-        feature_extractor=extractor, num_classes=2, preprocess=lambda x: x * 0 + 3, channels_last=True, autocast=True
+        feature_extractor=extractor, num_classes=2, preprocess=lambda x: x * 0 + 3, channels_last=True
     )
     mix(torch.rand(2, 3, 14, 14), torch.arange(2))
     x = extractor.calls[0]["x"]
     assert float(x.max()) == 3.0 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+class AutocastRecorder(nn.Module):
+    """Records whether autocast is on while it runs, and the dtype its convolution computes in."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, kernel_size=2, stride=2)
+        self.seen = []
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.seen.append((torch.is_autocast_enabled(x.device.type), y.dtype))
+        return y
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_autocast_runs_the_extractor_in_bfloat16_on_the_cpu(autocast):
+    extractor = AutocastRecorder()
+    mix = AttentiveCutMix(feature_extractor=extractor, num_classes=2, autocast=autocast)
+    images, _ = mix(torch.rand(2, 3, 14, 14), torch.arange(2))
+    assert extractor.seen == ([(True, torch.bfloat16)] if autocast else [(False, torch.float32)])
+    assert images.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")  # only the extractor, and left off
 
 
 def test_video_uses_the_middle_frame_and_the_same_cells_on_every_frame():
@@ -239,16 +345,51 @@ def test_random_top_k_from_beta(per_sample):
         num_classes=6,
         generator=torch.Generator().manual_seed(0),
     )
-    counts = set()
+    counts, varied_within_a_batch = set(), False
     for _ in range(10):
         images = torch.rand(6, 1, 14, 14)
         out, _ = mix(images, torch.arange(6))
-        n = (foreign_masks(out, images).flatten(1).sum(1) // 4).tolist()
+        pasted = foreign_masks(out, images)
+        n = (pasted.flatten(1).sum(1) // 4).tolist()
         assert all(1 <= c <= 49 for c in n)
+        assert torch.equal(pasted, expected_masks(maps, 7, n, 14, 14))  # each sample: its donor's top n[i] cells
         if not per_sample:
             assert len(set(n)) == 1
+        varied_within_a_batch |= len(set(n)) > 1
         counts.update(n)
     assert len(counts) > 5
+    assert varied_within_a_batch == per_sample  # per_sample: one top_k per sample, not one per batch
+
+
+@pytest.mark.parametrize("alpha", [None, 1.0])
+def test_per_sample_p_is_honoured(alpha):
+    maps = torch.rand(6, 1, 7, 7, generator=torch.Generator().manual_seed(1))
+    top_k = None if alpha is not None else 6
+    extractor = Planted(maps)
+    images, labels = torch.rand(6, 3, 14, 14), torch.arange(6)
+    never = AttentiveCutMix(
+        feature_extractor=extractor, top_k=top_k, alpha=alpha, per_sample=True, p=0.0, num_classes=6
+    )
+    out, soft = never(images, labels)
+    assert torch.equal(out, images) and torch.equal(soft, nn.functional.one_hot(labels, 6).float())
+    half = AttentiveCutMix(
+        feature_extractor=extractor,
+        top_k=top_k,
+        alpha=alpha,
+        per_sample=True,
+        p=0.5,
+        num_classes=6,
+        generator=torch.Generator().manual_seed(0),
+    )
+    seen = set()
+    for _ in range(10):
+        out, soft = half(images, labels)
+        mixed = foreign_masks(out, images).flatten(1).any(1)
+        seen.update(mixed.tolist())
+        kept = soft[torch.arange(6), labels]
+        assert torch.equal(kept[~mixed], torch.ones(int((~mixed).sum())))  # unmixed samples keep a one-hot label
+        assert (kept[mixed] < 1).all()
+    assert seen == {False, True}
 
 
 def test_no_host_sync_on_the_mixing_path():
@@ -257,19 +398,21 @@ def test_no_host_sync_on_the_mixing_path():
     labels = torch.empty(4, dtype=torch.int64, device="meta")
     extractor = Planted(torch.empty(4, 8, 7, 7, device="meta"))
     extractor.forward = lambda x: torch.empty(4, 8, 7, 7, device="meta")
+    normalising = attention.FeatureExtractor(nn.Conv2d(3, 8, kernel_size=32, stride=32)).to("meta")  # 1x1 maps
     for per_sample in (False, True):
         for mix in (
             AttentiveCutMix(feature_extractor=extractor, num_classes=3, per_sample=per_sample, p=0.5),
             AttentiveCutMix(feature_extractor=extractor, num_classes=3, top_k=None, alpha=1.0, per_sample=per_sample),
+            AttentiveCutMix(feature_extractor=normalising, extractor_size=224, num_classes=3, per_sample=per_sample),
         ):
             out, soft = mix(images, labels)
             assert out.device.type == "meta" and soft.shape == (4, 3)
+    with pytest.raises(ValueError, match="extractor_size=224"):  # the coarse-map check reads shapes only
+        AttentiveCutMix(feature_extractor=normalising, num_classes=3)(images, labels)
 
 
-def test_default_backbone_is_resnet50_up_to_layer4(monkeypatch):
-    real = attention.feature_extractor
-    monkeypatch.setattr(attention, "feature_extractor", lambda name: real(name, weights=None))
-    mix = AttentiveCutMix(num_classes=2)
+def test_default_backbone_is_resnet50_up_to_layer4():
+    mix = AttentiveCutMix(num_classes=2, weights=None)  # untrained: no download
     images = torch.rand(2, 3, 224, 224)
     out, soft = mix(images, torch.arange(2))
     assert soft.shape == (2, 2)
@@ -323,6 +466,17 @@ def test_heatmaps_pool_other_sizes():
         ({"feature_extractor": 3}, TypeError, "feature_extractor must be"),
         ({"preprocess": "x"}, TypeError, "preprocess must be"),
         ({"attention_getter": "x"}, ValueError, "attention_getter must be"),
+        ({"extractor_size": 0}, ValueError, "extractor_size must be"),
+        ({"extractor_size": (224,)}, ValueError, "extractor_size must be"),
+        ({"extractor_size": (224, 0)}, ValueError, "extractor_size must be"),
+        ({"extractor_size": True}, ValueError, "extractor_size must be"),
+        ({"extractor_size": "224"}, ValueError, "extractor_size must be"),
+        ({"weights": "NOPE"}, ValueError, "Unknown weights 'NOPE' for resnet50"),
+        ({"weights_path": 3}, TypeError, "weights_path must be a path"),
+        ({"normalize": 1}, TypeError, "normalize must be a bool"),
+        ({"feature_extractor": nn.Identity(), "normalize": False}, ValueError, "configure the default"),
+        ({"feature_extractor": nn.Identity(), "weights": None}, ValueError, "configure the default"),
+        ({"feature_extractor": nn.Identity(), "weights_path": "r.pth"}, ValueError, "configure the default"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -357,3 +511,154 @@ def test_bad_precomputed_attention_and_device_mismatch():
     on_meta = nn.Conv2d(3, 4, 3).to("meta")
     with pytest.raises(ValueError, match="move it first"):
         AttentiveCutMix(num_classes=2, feature_extractor=on_meta)(images, torch.arange(2))
+
+
+# --- feature maps coarser than the grid, and extractor_size ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("map_size", "hint"), [((1, 1), "extractor_size=224"), ((7, 3), "(32, 75)"), ((3, 7), "")])
+def test_a_feature_map_coarser_than_the_grid_raises_and_says_what_to_do(map_size, hint):
+    """A 1x1 map (a ResNet on 32x32 CIFAR images) pooled to 7x7 is constant: every sample would get the same cells."""
+    images = torch.rand(4, 3, 32, 32)
+    before = images.clone()
+    maps = torch.rand(4, 8, *map_size)
+    mix = AttentiveCutMix(feature_extractor=Planted(maps), num_classes=4, inplace=True)
+    with pytest.raises(ValueError, match=r"coarser than the 7x7 grid") as info:
+        mix(images, torch.arange(4))
+    message = str(info.value)
+    assert hint in message and "extractor_size=" in message and f"grid_size of at most {min(map_size)}" in message
+    assert torch.equal(images, before)
+
+
+def test_precomputed_attention_coarser_than_the_grid_raises():
+    mix = AttentiveCutMix(num_classes=2)
+    images = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"precomputed attention maps are 1x1, coarser than the 7x7 grid"):
+        mix({"image": images, "label": torch.arange(2), "attention": torch.rand(2, 64, 1, 1)})
+    with pytest.raises(ValueError, match=r"are 7x6, coarser"):
+        mix({"image": images, "label": torch.arange(2), "attention": torch.rand(2, 7, 6)})
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("size", "want"), [(224, (224, 224)), ((100, 60), (100, 60))])
+def test_extractor_size_gives_the_extractor_a_resized_copy_and_the_cells_the_original(dtype, size, want):
+    maps = torch.randint(-3, 4, (4, 2, 7, 7), generator=torch.Generator().manual_seed(0)).float()
+    extractor = Planted(maps)
+    images = torch.rand(4, 3, 32, 30)
+    images = (images * 255).to(dtype) if dtype == torch.uint8 else images.to(dtype)
+    before = images.clone()
+    out, _ = AttentiveCutMix(feature_extractor=extractor, extractor_size=size, num_classes=4)(images, torch.arange(4))
+    assert torch.equal(images, before)  # the batch itself is not resized
+    (call,) = extractor.calls
+    floats = images.float() / 255 if dtype == torch.uint8 else images
+    resized = nn.functional.interpolate(floats, size=want, mode="bilinear", align_corners=False, antialias=False)
+    assert call["shape"] == (4, 3, *want) and torch.equal(call["x"], resized)
+    assert out.shape == images.shape
+    assert torch.equal(foreign_masks(out, images), expected_masks(maps, 7, 6, 32, 30))
+
+
+def test_cifar_recipe_with_a_real_resnet():
+    torch.manual_seed(0)
+    extractor = attention.feature_extractor("resnet18", weights=None)
+    images, labels = torch.rand(4, 3, 32, 32), torch.arange(4)
+    with pytest.raises(ValueError, match=r"1x1 feature maps for 32x32 images.*extractor_size=224"):
+        AttentiveCutMix(feature_extractor=extractor, num_classes=10)(images, labels)
+    out, _ = AttentiveCutMix(feature_extractor=extractor, extractor_size=224, num_classes=10)(images, labels)
+    pasted = foreign_masks(out, images)
+    bounds = [0, 5, 10, 14, 19, 23, 28, 32]  # ceil(k * 32 / 7)
+    cells = torch.tensor(
+        [[[bool(p[bounds[r], bounds[c]]) for c in range(7)] for r in range(7)] for p in pasted]
+    )  # (4, 7, 7): each cell's top-left pixel
+    rebuilt = torch.zeros_like(pasted)
+    for i, r, c in cells.nonzero().tolist():
+        rebuilt[i, bounds[r] : bounds[r + 1], bounds[c] : bounds[c + 1]] = True
+    assert torch.equal(rebuilt, pasted)  # whole cells of the original 32x32 image
+    assert cells.flatten(1).sum(1).tolist() == [6, 6, 6, 6]
+    assert len({tuple(c.flatten().tolist()) for c in cells}) > 1  # not the same strip for every sample
+
+
+# --- normalising twice ----------------------------------------------------------------------------------------------
+
+
+def _normalising(normalize=True):
+    return attention.FeatureExtractor(nn.Conv2d(3, 4, kernel_size=4, stride=4), normalize=normalize)  # 28 -> 7x7
+
+
+def test_a_normalising_extractor_warns_once_about_a_batch_normalised_already():
+    normalized = v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])(torch.rand(4, 3, 28, 28))
+    mix = AttentiveCutMix(feature_extractor=_normalising(), num_classes=4)
+    with pytest.warns(UserWarning, match=r"normalised twice: pass normalize=False") as record:
+        mix(normalized, torch.arange(4))
+    assert len(record) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mix(normalized, torch.arange(4))  # once per transform
+        mix(torch.rand(4, 3, 28, 28), torch.arange(4))
+        AttentiveCutMix(feature_extractor=_normalising(False), num_classes=4)(normalized, torch.arange(4))
+        AttentiveCutMix(feature_extractor=_normalising(), num_classes=4)(torch.rand(4, 3, 28, 28), torch.arange(4))
+        uint8 = (torch.rand(4, 3, 28, 28) * 255).to(torch.uint8)
+        AttentiveCutMix(feature_extractor=_normalising(), num_classes=4)(uint8, torch.arange(4))
+    with pytest.warns(UserWarning, match=r"got a batch in \[0, 25\d\].*floats in \[0, 255\]"):  # another transform
+        AttentiveCutMix(feature_extractor=_normalising(), num_classes=4)(uint8.float(), torch.arange(4))
+    with pytest.warns(UserWarning, match="normalize=False"):  # a preprocess that normalises counts too
+        AttentiveCutMix(feature_extractor=_normalising(), num_classes=4, preprocess=v2.Normalize([0.5] * 3, [0.1] * 3))(
+            uint8, torch.arange(4)
+        )
+
+
+def test_normalize_false_reaches_the_default_extractor():
+    mix = AttentiveCutMix(num_classes=2, weights=None, normalize=False, grid_size=2, top_k=2)
+    normalized = v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])(torch.rand(2, 3, 64, 64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mix(normalized, torch.arange(2))
+    assert mix._default_extractor.normalize is False
+
+
+# --- the default extractor offline ----------------------------------------------------------------------------------
+
+
+def test_offline_default_fails_once_and_names_only_arguments_it_takes(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert torch.hub.get_dir().startswith(str(tmp_path))  # an empty cache: the weights must be downloaded
+    attempts = []
+
+    def offline(url, *args, **kwargs):
+        attempts.append(url)
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    mix = AttentiveCutMix(num_classes=2, grid_size=2, top_k=2)
+    images, labels = torch.rand(2, 3, 64, 64), torch.arange(2)
+    messages = []
+    for _ in range(3):
+        with pytest.raises(RuntimeError) as info:
+            mix(images, labels)
+        messages.append(str(info.value))
+    worker = pickle.loads(pickle.dumps(mix))  # a DataLoader worker's copy remembers the failure too
+    with pytest.raises(RuntimeError) as info:
+        worker(images, labels)
+    messages.append(str(info.value))
+    assert len(attempts) == 1 and "resnet50-" in attempts[0]
+    assert len(set(messages)) == 1
+    message = messages[0]
+    assert "AttentiveCutMix(weights_path='resnet50.pth')" in message and os.path.join(str(tmp_path), "hub") in message
+    assert "resnet50-" in message and "remembered" in message
+    named = set(re.findall(r"\b(\w+)=", message))
+    assert named and named <= set(inspect.signature(AttentiveCutMix).parameters)
+    # ... and the hint is right: weights_path= loads a local file without a download
+    path = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    _, soft = AttentiveCutMix(num_classes=2, grid_size=2, top_k=2, weights_path=path)(images, labels)
+    assert soft.shape == (2, 2) and len(attempts) == 1
+
+
+def test_a_bad_weights_file_is_remembered_too(tmp_path, monkeypatch):
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: loads.append(args) or real_load(*args, **kwargs))
+    mix = AttentiveCutMix(num_classes=2, grid_size=2, top_k=2, weights_path=tmp_path / "missing.pth")
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match=r"could not build its default feature extractor .*missing\.pth"):
+            mix(torch.rand(2, 3, 64, 64), torch.arange(2))
+    assert len(loads) == 1  # tried once

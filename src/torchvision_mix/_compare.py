@@ -212,6 +212,7 @@ def make_mix(method: str, settings: Settings, num_classes: int, extractor: nn.Mo
     if method == "attentive":
         return AttentiveCutMix(
             feature_extractor=extractor,
+            extractor_size=max(settings.image_size, 4 * settings.grid_size),  # the trunk downsamples by 4
             grid_size=settings.grid_size,
             top_k=settings.top_k,
             num_classes=num_classes,

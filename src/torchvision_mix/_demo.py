@@ -115,10 +115,15 @@ def make_demo(
     cut, cut_soft = CutMix(num_classes=b, per_sample=True, generator=torch.Generator().manual_seed(seed))(
         images, labels
     )
-    attentive = AttentiveCutMix(feature_extractor=extractor, grid_size=grid_size, top_k=top_k, num_classes=b)
+    # Both extractors downsample by 32: they see a copy with 32 pixels per grid cell; the cells map onto `images`.
+    extractor_size = max(size, 32 * grid_size)
+    attentive = AttentiveCutMix(
+        feature_extractor=extractor, extractor_size=extractor_size, grid_size=grid_size, top_k=top_k, num_classes=b
+    )
     att, att_soft = attentive(images, labels)
     with torch.no_grad():
-        heat = attention.heatmaps(extractor(images), grid_size)
+        seen = images if extractor_size == size else nn.functional.interpolate(images, extractor_size, mode="bilinear")
+        heat = attention.heatmaps(extractor(seen), grid_size)
     chosen = masks.top_k_cells(heat, top_k)  # each image's own top cells, shown on it as a donor
     rows_b, cols_b = masks.cell_bounds(size, grid_size).tolist(), masks.cell_bounds(size, grid_size).tolist()
     partner = (torch.arange(b) - 1) % b

@@ -82,14 +82,29 @@ def _truncate(model: nn.Module, layer: str | None) -> nn.Module:
     )
 
 
-def _offline_hint(name: str, weights: Any) -> str:
+class _WeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be loaded (offline); the message says what to do instead."""
+
+
+def _offline_hint(name: str, weights: Any, owner: str) -> str:
+    """What to do when pretrained weights cannot be loaded, naming only arguments ``owner`` takes."""
     hub = os.path.join(torch.hub.get_dir(), "checkpoints")
     url = getattr(weights, "url", "the weights file")
+    if owner == "AttentiveCutMix":
+        options = (
+            f"pass AttentiveCutMix(weights_path='{name}.pth') (a state dict of torchvision's {name}), "
+            "weights=None for an untrained network, a feature_extractor= module, or precomputed attention maps"
+        )
+        what = f"the default feature extractor of AttentiveCutMix ({name}, {weights})"
+    else:
+        options = (
+            "pass feature_extractor(..., weights_path='file.pth') (a state dict) or weights=None for an "
+            "untrained network, or give AttentiveCutMix a feature_extractor module or precomputed attention maps"
+        )
+        what = f"the pretrained weights of {name} ({weights})"
     return (
-        f"Could not load the pretrained weights of {name} ({weights}). On a machine without internet, either "
-        f"copy {url} into {hub} (torchvision then loads it from there), pass weights_path='file.pth' (a state "
-        "dict), pass weights=None for an untrained network, or give AttentiveCutMix a feature_extractor module "
-        "or precomputed attention maps."
+        f"Could not load {what}. On a machine without internet, either copy {url} into {hub} "
+        f"(torchvision then loads it from there), or {options}."
     )
 
 
@@ -116,11 +131,28 @@ def feature_extractor(
         layer: the node whose output is the feature map; by default the last convolutional stage
             (``layer4`` of ResNets, ``features`` of most other torchvision classifiers).
         normalize: apply the ImageNet normalisation first, so the extractor takes images in [0, 1].
+            Pass ``False`` when the images are normalised already (a pipeline with
+            ``v2.Normalize``): normalising twice shifts every input far out of the range the
+            network was trained on, and nothing fails. :class:`~torchvision_mix.AttentiveCutMix`
+            warns once when a normalising extractor gets CPU batches clearly outside [0, 1].
 
     Raises:
         RuntimeError: when pretrained weights cannot be downloaded; the message says how to pass
             a local file or a model instead.
     """
+    return _build(model, weights=weights, weights_path=weights_path, layer=layer, normalize=normalize)
+
+
+def _build(
+    model: str | nn.Module,
+    *,
+    weights: Any = "DEFAULT",
+    weights_path: str | os.PathLike[str] | None = None,
+    layer: str | None = None,
+    normalize: bool = True,
+    owner: str = "feature_extractor",
+) -> FeatureExtractor:
+    """:func:`feature_extractor`, with errors that name the arguments of ``owner`` (the caller)."""
     if isinstance(model, nn.Module):
         net = model
     elif isinstance(model, str):
@@ -135,25 +167,27 @@ def feature_extractor(
         elif weights is None:
             net = builder(weights=None)
         else:
-            enum = torchvision.models.get_model_weights(model)
-            if weights == "DEFAULT":
-                chosen = enum.DEFAULT
-            elif isinstance(weights, str):
-                try:
-                    chosen = enum[weights]
-                except KeyError:
-                    raise ValueError(
-                        f"Unknown weights {weights!r} for {model}; known: {[w.name for w in enum]}."
-                    ) from None
-            else:
-                chosen = weights
+            chosen = _resolve_weights(model, weights)
             try:
                 net = builder(weights=chosen)
             except OSError as error:
-                raise RuntimeError(_offline_hint(model, chosen) + f" ({error})") from None
+                raise _WeightsUnavailable(_offline_hint(model, chosen, owner) + f" ({error})") from None
     else:
         raise TypeError(f"model must be a model name or an nn.Module, but got {type(model).__name__}.")
     return FeatureExtractor(_truncate(net, layer), normalize=normalize).eval()
+
+
+def _resolve_weights(model: str, weights: Any) -> Any:
+    """The weights enum member for ``weights`` (``"DEFAULT"``, a member's name or a member); nothing is loaded."""
+    enum = torchvision.models.get_model_weights(model)
+    if weights == "DEFAULT":
+        return enum.DEFAULT
+    if isinstance(weights, str):
+        try:
+            return enum[weights]
+        except KeyError:
+            raise ValueError(f"Unknown weights {weights!r} for {model}; known: {[w.name for w in enum]}.") from None
+    return weights
 
 
 def heatmaps(features: Tensor, grid_size: int | tuple[int, int] = 7) -> Tensor:
@@ -162,6 +196,10 @@ def heatmaps(features: Tensor, grid_size: int | tuple[int, int] = 7) -> Tensor:
     The mean is taken over **all** channels; a map whose size differs from the grid (a 256×256
     input gives 8×8 with a ResNet) is brought to ``grid_size`` by adaptive average pooling.
     3-D input ``(B, h, w)`` is taken as heatmaps already and only pooled.
+
+    A map smaller than the grid is stretched to it (a 1×1 map gives a constant heatmap, whose
+    top cells are the first ones in row-major order); :class:`~torchvision_mix.AttentiveCutMix`
+    refuses such maps and its ``extractor_size`` gives the extractor a larger copy instead.
 
     Example:
         >>> heatmaps(torch.ones(2, 64, 8, 8), grid_size=7).shape

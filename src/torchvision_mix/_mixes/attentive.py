@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import math
+import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +41,23 @@ def _to_float(images: Tensor) -> Tensor:
     if images.dtype == torch.bool:
         return images.float()
     return images.float().div_(torch.iinfo(images.dtype).max)
+
+
+def _check_extractor_size(size: object) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
+    ):
+        raise ValueError(f"extractor_size must be None, an int or a pair (h, w) of ints >= 1, but got {size!r}.")
+    return int(pair[0]), int(pair[1])
+
+
+def _size_text(size: tuple[int, int]) -> str:
+    return str(size[0]) if size[0] == size[1] else str(tuple(size))
 
 
 class _EvalMode:
@@ -80,12 +100,29 @@ class AttentiveCutMix(MaskMix):
 
     Args:
         feature_extractor: an ``nn.Module`` or callable mapping a float batch ``(B, C, H, W)`` to
-            feature maps ``(B, C', h, w)``. It runs once per batch, without gradients, on the
-            batch's device (a module must already be there); a module is run in eval mode and
-            then left in the mode it had. ``None`` (default): the paper's torchvision
-            ImageNet-pretrained ResNet-50 up to its last stage, built on first use by
-            :func:`torchvision_mix.attention.feature_extractor`; it expects images in [0, 1] and
-            normalises them itself.
+            feature maps ``(B, C', h, w)``, with ``h`` and ``w`` at least ``grid_size`` (a
+            coarser map raises a ``ValueError``: see ``extractor_size``). It runs once per batch,
+            without gradients, on the batch's device (a module must already be there); a module
+            is run in eval mode and then left in the mode it had. ``None`` (default): the paper's
+            torchvision ImageNet-pretrained ResNet-50 up to its last stage, built on first use by
+            :func:`torchvision_mix.attention.feature_extractor` from ``weights``,
+            ``weights_path`` and ``normalize``. If it cannot be built (offline), the
+            ``RuntimeError`` says what to do; the failure is remembered, and later batches raise
+            the same error without trying again.
+        extractor_size: compute the attention on a copy of the batch resized to this size (an int
+            or ``(h, w)``; bilinear, no antialiasing), e.g. ``224`` for 32×32 CIFAR images and an
+            ImageNet ResNet, whose 1×1 map would be coarser than the grid. Only the extractor
+            sees the copy: the cells are mapped onto the original images. ``None`` (default): the
+            batch as it is.
+        weights: weights of the default ResNet-50 (``feature_extractor=None`` only): ``"DEFAULT"``,
+            a ``torchvision.models.ResNet50_Weights`` member or its name, or ``None`` (untrained).
+        weights_path: a local state dict of torchvision's ResNet-50 to load instead of
+            downloading (offline machines; ``feature_extractor=None`` only).
+        normalize: whether the default extractor applies the ImageNet normalisation itself
+            (``feature_extractor=None`` only). Pass ``False`` when the images are normalised
+            already (a ``v2.Normalize`` earlier in the pipeline). A normalising extractor that
+            gets a floating-point CPU batch clearly outside [0, 1] warns once per transform
+            (batches on other devices are not read, so as not to wait on them).
         grid_size: cells per side of the grid, >= 1 and at most the image's height and width.
         top_k: cells pasted per sample, in ``[1, grid_size ** 2]``. ``None`` together with
             ``alpha``: draw it (the "AttentiveMix+" variant).
@@ -129,6 +166,10 @@ class AttentiveCutMix(MaskMix):
         self,
         *,
         feature_extractor: Callable[[Tensor], Any] | None = None,
+        extractor_size: int | tuple[int, int] | None = None,
+        weights: Any = "DEFAULT",
+        weights_path: str | os.PathLike[str] | None = None,
+        normalize: bool = True,
         grid_size: int = 7,
         top_k: int | None = 6,
         alpha: float | None = None,
@@ -170,6 +211,21 @@ class AttentiveCutMix(MaskMix):
                 "feature_extractor must be an nn.Module, a callable or None, "
                 f"but got {type(feature_extractor).__name__}."
             )
+        default_weights = isinstance(weights, str) and weights == "DEFAULT"
+        if feature_extractor is not None and not (default_weights and weights_path is None and normalize is True):
+            raise ValueError(
+                "weights, weights_path and normalize configure the default feature extractor "
+                "(feature_extractor=None); set them on your own extractor instead, e.g. "
+                "attention.feature_extractor('resnet50', weights_path='resnet50.pth', normalize=False)."
+            )
+        if weights_path is not None and not isinstance(weights_path, (str, os.PathLike)):
+            raise TypeError(f"weights_path must be a path or None, but got {type(weights_path).__name__}.")
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be a bool, but got {type(normalize).__name__}.")
+        if feature_extractor is None and weights is not None and weights_path is None:
+            from ..attention import _resolve_weights
+
+            _resolve_weights("resnet50", weights)  # an unknown name fails here, not at the first batch
         if preprocess is not None and not callable(preprocess):
             raise TypeError(f"preprocess must be a callable or None, but got {type(preprocess).__name__}.")
         if not (attention_getter is None or callable(attention_getter) or attention_getter == "default"):
@@ -180,7 +236,13 @@ class AttentiveCutMix(MaskMix):
         self.autocast = bool(autocast)
         self.channels_last = bool(channels_last)
         self.feature_extractor = feature_extractor
+        self.extractor_size = _check_extractor_size(extractor_size)
+        self.weights = weights
+        self.weights_path = weights_path
+        self.normalize = normalize
         self.preprocess = preprocess
+        self._default_error: str | None = None  # why the default extractor could not be built
+        self._range_warned = False  # the double-normalisation warning was given
         self._attention_getter = _default_attention_getter if attention_getter == "default" else attention_getter
 
     # --- side inputs -------------------------------------------------------------------------
@@ -213,6 +275,14 @@ class AttentiveCutMix(MaskMix):
             )
         if attention.is_complex() or attention.dtype == torch.bool:
             raise TypeError(f"The attention must be real numbers, but got dtype {attention.dtype}.")
+        ah, aw = attention.shape[-2], attention.shape[-1]
+        if ah < self.grid_size or aw < self.grid_size:
+            raise ValueError(
+                f"The precomputed attention maps are {ah}x{aw}, coarser than the {self.grid_size}x{self.grid_size} "
+                "grid: stretched to the grid, its cells would copy one another (a 1x1 map would give every sample "
+                "the same cells). Compute them on larger inputs (e.g. images resized to 224 for an ImageNet "
+                f"ResNet), or use a grid_size of at most {min(ah, aw)}."
+            )
 
     # --- attention ---------------------------------------------------------------------------
 
@@ -229,13 +299,74 @@ class AttentiveCutMix(MaskMix):
             return module
         default = getattr(self, "_default_extractor", None)
         if default is None:
-            from ..attention import feature_extractor
-
-            default = feature_extractor("resnet50")
+            default = self._build_default_extractor()
             self._default_extractor = default
         if next(default.parameters()).device != device:
             default.to(device)
         return default
+
+    def _build_default_extractor(self) -> torch.nn.Module:
+        """The default ResNet-50, built once; a failure is remembered and raised again without a retry."""
+        if self._default_error is not None:
+            raise RuntimeError(self._default_error)
+        from .. import attention
+
+        try:
+            return attention._build(
+                "resnet50",
+                weights=self.weights,
+                weights_path=self.weights_path,
+                normalize=self.normalize,
+                owner="AttentiveCutMix",
+            )
+        except Exception as error:
+            reason = str(error)
+            if not isinstance(error, attention._WeightsUnavailable):
+                reason = f"AttentiveCutMix could not build its default feature extractor (resnet50): {reason}"
+            self._default_error = (
+                f"{reason} This failure is remembered: later batches raise this error again without a new "
+                "attempt; make a new AttentiveCutMix once it is fixed."
+            )
+            raise RuntimeError(self._default_error) from error
+
+    def _warn_if_normalised_twice(self, x: Tensor, extractor: Any) -> None:
+        """Warn once if a normalising extractor gets a batch clearly outside [0, 1] (CPU batches only: no sync)."""
+        from ..attention import FeatureExtractor
+
+        if self._range_warned or x.device.type != "cpu" or x.numel() == 0:
+            return
+        if not (isinstance(extractor, FeatureExtractor) and extractor.normalize):
+            return
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        if lo < -0.5 or hi > 1.5:
+            self._range_warned = True
+            warnings.warn(
+                "The feature extractor of AttentiveCutMix normalises with ImageNet statistics and expects "
+                f"images in [0, 1], but got a batch in [{lo:.3g}, {hi:.3g}]. If the pipeline already applied "
+                "v2.Normalize, the images are normalised twice: pass normalize=False (to AttentiveCutMix for its "
+                "default extractor, to attention.feature_extractor for your own). If they are floats in [0, 255], "
+                "scale them to [0, 1] first. (Checked on CPU batches only; warned once per transform.)",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def _coarse_map_error(self, map_size: tuple[int, int], input_size: tuple[int, int], batch: Tensor) -> ValueError:
+        g = self.grid_size
+        height, width = batch.shape[-2], batch.shape[-1]
+        need = (
+            math.ceil(g * input_size[0] / max(map_size[0], 1)),
+            math.ceil(g * input_size[1] / max(map_size[1], 1)),
+        )
+        resized = "" if input_size == (height, width) else f" (resized to {input_size[0]}x{input_size[1]})"
+        smaller = f"use a grid_size of at most {min(map_size)}, " if min(map_size) >= 1 else ""
+        return ValueError(
+            f"The feature extractor returned {map_size[0]}x{map_size[1]} feature maps for {height}x{width} "
+            f"images{resized}, coarser than the {g}x{g} grid: stretched to the grid, its cells would copy one "
+            "another (a 1x1 map is constant, and every sample would paste the same first cells). Compute the "
+            f"attention on a resized copy of the batch: AttentiveCutMix(extractor_size={_size_text(need)}, ...) "
+            "(224 for 32x32 CIFAR images and an ImageNet ResNet; the cells still map onto the original images), "
+            f"or {smaller}or an extractor with a finer map (an earlier layer)."
+        )
 
     def _heatmaps(self, batch: Tensor) -> Tensor:
         from ..attention import heatmaps
@@ -243,12 +374,19 @@ class AttentiveCutMix(MaskMix):
         x = batch.as_subclass(Tensor)
         if x.ndim == 5:
             x = x[:, x.shape[1] // 2]
+        was_float = x.is_floating_point()
         x = _to_float(x)
+        if self.extractor_size is not None and tuple(x.shape[-2:]) != self.extractor_size:
+            x = torch.nn.functional.interpolate(
+                x, size=self.extractor_size, mode="bilinear", align_corners=False, antialias=False
+            )
         if self.preprocess is not None:
             x = self.preprocess(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         extractor = self._extractor(x.device)
+        if was_float or self.preprocess is not None:  # integer batches were scaled to [0, 1] here
+            self._warn_if_normalised_twice(x, extractor)
         autocast: Any = contextlib.nullcontext()
         if self.autocast:
             autocast = torch.autocast(x.device.type, dtype=torch.float16 if x.device.type == "cuda" else torch.bfloat16)
@@ -263,6 +401,9 @@ class AttentiveCutMix(MaskMix):
                 f"The feature extractor must return feature maps (B, C, h, w) with B={x.shape[0]}, "
                 f"but returned shape {tuple(features.shape)}."
             )
+        map_size = (features.shape[-2], features.shape[-1])
+        if min(map_size) < self.grid_size:  # shapes only: no sync
+            raise self._coarse_map_error(map_size, (x.shape[-2], x.shape[-1]), batch)
         return heatmaps(features.float(), self.grid_size)
 
     def _draw_top_k(self, size: int) -> int | Tensor:
