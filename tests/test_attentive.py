@@ -662,3 +662,13 @@ def test_a_bad_weights_file_is_remembered_too(tmp_path, monkeypatch):
         with pytest.raises(RuntimeError, match=r"could not build its default feature extractor .*missing\.pth"):
             mix(torch.rand(2, 3, 64, 64), torch.arange(2))
     assert len(loads) == 1  # tried once
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64, torch.uint8])
+def test_every_image_dtype_meets_a_float32_extractor(dtype):
+    """A float32 module gets the batch in its own dtype (half-precision batches failed in the conv before)."""
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 4, kernel_size=8, stride=8)
+    images = (torch.rand(4, 3, 64, 64) * (255 if dtype == torch.uint8 else 1)).to(dtype)
+    out, labels = AttentiveCutMix(feature_extractor=net, num_classes=4)(images, torch.arange(4))
+    assert out.dtype == dtype and labels.shape == (4, 4)

@@ -35,6 +35,13 @@ def _default_attention_getter(inputs: Any) -> Tensor | None:
     return None
 
 
+def _floating_parameter(module: Any) -> Tensor | None:
+    """The first floating-point parameter of an ``nn.Module`` extractor (its compute dtype), if any."""
+    if not isinstance(module, torch.nn.Module):
+        return None
+    return next((p for p in module.parameters() if p.is_floating_point()), None)
+
+
 def _to_float(images: Tensor) -> Tensor:
     if images.is_floating_point():
         return images
@@ -385,6 +392,9 @@ class AttentiveCutMix(MaskMix):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         extractor = self._extractor(x.device)
+        weight = _floating_parameter(extractor)
+        if weight is not None and x.dtype != weight.dtype:
+            x = x.to(weight.dtype)  # a float16/bfloat16/float64 batch meets a float32 module in its dtype
         if was_float or self.preprocess is not None:  # integer batches were scaled to [0, 1] here
             self._warn_if_normalised_twice(x, extractor)
         autocast: Any = contextlib.nullcontext()
