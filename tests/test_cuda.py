@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from torchvision_mix import AttentiveCutMix, CutMix
+from torchvision_mix import AttentiveCutMix, CutMix, MixUp, RandomMix
 from torchvision_mix.testing import check_mix_transform
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -23,6 +23,10 @@ def _transforms(num_classes):
         CutMix(num_classes=num_classes, per_sample=True, inplace=True, label_smoothing=0.1),
         AttentiveCutMix(feature_extractor=heat_net, num_classes=num_classes),
         AttentiveCutMix(feature_extractor=heat_net, num_classes=num_classes, top_k=None, alpha=1.0, per_sample=True),
+        MixUp(num_classes=num_classes),
+        MixUp(num_classes=num_classes, per_sample=True, p=0.7, inplace=True),
+        RandomMix([CutMix(), MixUp(alpha=0.8)], per_sample=True, num_classes=num_classes, label_smoothing=0.1),
+        RandomMix([CutMix(), MixUp(alpha=0.8)], num_classes=num_classes),
         AttentiveCutMix(num_classes=num_classes, attention_getter=lambda inputs: inputs[2]),
     ]
 
@@ -56,11 +60,19 @@ def test_invariants_hold_on_the_gpu():
         check_mix_transform(transform, images, labels, num_classes=8)
 
 
-def test_cpu_and_gpu_give_the_same_mix():
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g: CutMix(num_classes=8, per_sample=True, generator=g),
+        lambda g: CutMix(num_classes=8, generator=g),
+        lambda g: MixUp(num_classes=8, per_sample=True, generator=g),
+        lambda g: RandomMix([CutMix(), MixUp()], per_sample=True, num_classes=8, generator=g),
+    ],
+)
+def test_cpu_and_gpu_give_the_same_mix(make):
     images = torch.rand(8, 3, 32, 32)
     labels = torch.arange(8)
-    cpu = CutMix(num_classes=8, per_sample=True, generator=torch.Generator().manual_seed(0))(images, labels)
-    gpu = CutMix(num_classes=8, per_sample=True, generator=torch.Generator().manual_seed(0))(
-        images.cuda(), labels.cuda()
-    )
-    assert torch.equal(cpu[0], gpu[0].cpu()) and torch.allclose(cpu[1], gpu[1].cpu())
+    cpu = make(torch.Generator().manual_seed(0))(images, labels)
+    gpu = make(torch.Generator().manual_seed(0))(images.cuda(), labels.cuda())
+    torch.testing.assert_close(cpu[0], gpu[0].cpu(), rtol=0, atol=1e-6)  # pastes equal, blends within an ulp
+    torch.testing.assert_close(cpu[1], gpu[1].cpu())
