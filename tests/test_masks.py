@@ -234,3 +234,17 @@ def test_pixel_counts_are_exact_for_every_row_length(batch, n, seed, density):
     assert torch.equal(_count_true(flat.view(torch.uint8)), flat.sum(dim=1))
     full = torch.ones(2, 8 * 255 * 3, dtype=torch.uint8)  # every lane at its 255 limit
     assert _count_true(full).tolist() == [8 * 255 * 3] * 2
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("soft", [False, True])
+def test_mix_labels_refuses_lam_outside_0_1(bad, soft):
+    """A λ of -0.5 gave labels of -0.5 and 1.5: refused on CPU tensors, as out-of-range classes are."""
+    labels = torch.rand(3, 4).softmax(1) if soft else torch.tensor([0, 1, 3])
+    lam = torch.tensor([0.0, bad, 1.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"lam must be in \[0, 1\]"):
+        masks.mix_labels(labels, lam, num_classes=4)
+    # The ends are fine, and a device tensor is not read (no host synchronisation): not checked.
+    assert masks.mix_labels(labels, torch.tensor([0.0, 1.0, 1.0]), num_classes=4).shape == (3, 4)
+    meta = masks.mix_labels(labels.to("meta"), lam.to("meta"), num_classes=4)
+    assert meta.device.type == "meta" and meta.shape == (3, 4)

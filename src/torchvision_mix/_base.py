@@ -69,6 +69,11 @@ class _Weights:
     label: Tensor | None = None
 
 
+def _plain(x: Tensor) -> Tensor:
+    """``x`` as a plain tensor (torch.compile cannot trace ``as_subclass`` on a plain tensor)."""
+    return x if type(x) is Tensor else x.as_subclass(Tensor)
+
+
 def _lam_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
@@ -281,7 +286,7 @@ class _MixBase(Transform):
         return tree_unflatten(flat_outputs, spec)
 
     def make_params(self, flat_inputs: list[Any], **side_inputs: Any) -> dict[str, Any]:
-        batch = _main_batch(flat_inputs).as_subclass(Tensor)
+        batch = _plain(_main_batch(flat_inputs))
         applied = self._draw_apply(batch.shape[0])
         weights = None if applied is False else self._make_weights(batch, applied, side_inputs)
         if weights is None:
@@ -299,7 +304,7 @@ class _MixBase(Transform):
         weights: _Weights | None = params["weights"]
         if not isinstance(inpt, Tensor) or weights is None:
             return inpt
-        plain = inpt.as_subclass(Tensor)
+        plain = _plain(inpt)
         if weights.box is not None and not (plain.requires_grad and torch.is_grad_enabled()):
             out = _paste_box(plain, weights.box, inplace=self.inplace)
         else:
@@ -315,12 +320,14 @@ class _MixBase(Transform):
     def _draw_apply(self, size: int) -> Tensor | bool:
         """Whether to mix: one bool for the batch, or a (B,) bool tensor with ``per_sample``."""
         p = self._p
-        if self.per_sample:
-            if p == 1.0:
-                return torch.ones(size, dtype=torch.bool)
-            return torch.rand(size, generator=self.generator) < p
         if p == 1.0:
-            return True
+            return torch.ones(size, dtype=torch.bool) if self.per_sample else True
+        return self._draw_p(size, p)
+
+    @torch.compiler.disable  # drawn in eager mode from the CPU generator, compiled or not
+    def _draw_p(self, size: int, p: float) -> Tensor | bool:
+        if self.per_sample:
+            return torch.rand(size, generator=self.generator) < p
         return bool(torch.rand(1, generator=self.generator) < p)
 
 

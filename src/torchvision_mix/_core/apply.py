@@ -10,6 +10,8 @@ count) for masks and the weight itself for blends; :mod:`.labels` mixes the labe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -35,7 +37,11 @@ def mask_fractions(masks: Tensor, *, dtype: torch.dtype = torch.float32) -> Tens
     pixels = masks.shape[1] * masks.shape[2]
     if pixels == 0:
         raise ValueError(f"masks must hold at least one pixel, but got shape {tuple(masks.shape)}.")
-    counts = _count_true(masks.reshape(masks.shape[0], pixels).view(torch.uint8))
+    if torch.compiler.is_compiling():
+        # Inductor sums the bools itself without a wide copy; the byte views break its CPU code.
+        counts = masks.reshape(masks.shape[0], pixels).sum(dim=1, dtype=torch.int64)
+    else:
+        counts = _count_true(masks.reshape(masks.shape[0], pixels).view(torch.uint8))
     lam = counts.to(torch.float64).div_(pixels)
     return lam if dtype == torch.float64 else lam.to(dtype)
 
@@ -91,8 +97,9 @@ def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inpla
         raise ValueError(f"masks are on {masks.device} but images on {images.device}.")
     partner = _check_partner(partner, batch, images.device)
     m = masks.reshape(batch, *([1] * (images.ndim - 3)), height, width)
-    if images.requires_grad and torch.is_grad_enabled():
-        # Autograd cannot track out= writes: the plain (differentiable) form.
+    if (images.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+        # Autograd cannot track out= writes, and inductor fuses the plain form into one kernel:
+        # the plain (differentiable) form.
         source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
         mixed = torch.where(m, source, images)
         return images.copy_(mixed) if inplace else mixed
@@ -223,6 +230,10 @@ def blend(images: Tensor, weights: Tensor, *, partner: Tensor | None = None, inp
         w = weights.to(images.dtype).reshape(batch, *([1] * (images.ndim - 1)))
         mixed = torch.lerp(images, source, w)
         return images.copy_(mixed) if inplace else mixed
+    if torch.compiler.is_compiling():
+        source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
+        mixed = _lerp_compiled(images, source, weights.reshape(batch, *([1] * (images.ndim - 1))))
+        return images.copy_(mixed) if inplace else mixed
     out = images if inplace else torch.empty_like(images)
     _blend_into(out, images, images, weights, partner)
     return out
@@ -253,6 +264,35 @@ def _lerp(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
         info = torch.iinfo(a.dtype)
         mixed = mixed.round_().clamp_(info.min, info.max)
     out.copy_(mixed)
+
+
+def _lerp_new(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
+    """:func:`torch.lerp` into a new tensor laid out like ``a`` (``w`` of ``a``'s dtype)."""
+    return torch.lerp(a, b, w, out=torch.empty_like(a))
+
+
+# Under torch.compile, lerp runs as an opaque operator, ATen's own kernel: inductor's CPU code
+# computes it without the fused multiply-add of ATen's vectorised kernel, so a compiled blend
+# would differ from the eager one in the last bit of float32 results.
+_lerp_op: Callable[[Tensor, Tensor, Tensor], Tensor] = _lerp_new
+if hasattr(torch.library, "custom_op"):  # torch >= 2.4
+    _lerp_op = torch.library.custom_op("torchvision_mix::lerp", mutates_args=())(_lerp_new)
+
+    @_lerp_op.register_fake
+    def _(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
+        return torch.empty_like(a)
+
+
+def _lerp_compiled(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
+    """:func:`_lerp` as a new tensor, for torch.compile: the same values, bit for bit."""
+    compute = blend_dtype(a.dtype)
+    if a.dtype == compute:
+        return _lerp_op(a, b, w.to(compute))
+    mixed = _lerp_op(a.to(compute), b.to(compute), w.to(compute))
+    if not a.is_floating_point():
+        info = torch.iinfo(a.dtype)
+        mixed = mixed.round().clamp(info.min, info.max)
+    return mixed.to(a.dtype)
 
 
 def apply(
@@ -289,6 +329,10 @@ def apply(
         source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
         w = weights.to(images.dtype).reshape(-1, *([1] * (images.ndim - 1)))
         mixed = torch.lerp(pasted, source, w)
+        return images.copy_(mixed) if inplace else mixed
+    if torch.compiler.is_compiling():
+        source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
+        mixed = _lerp_compiled(pasted, source, weights.reshape(-1, *([1] * (images.ndim - 1))))
         return images.copy_(mixed) if inplace else mixed
     _blend_into(pasted, pasted, images, weights, partner)
     return images.copy_(pasted) if inplace else pasted

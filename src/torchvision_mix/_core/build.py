@@ -50,9 +50,13 @@ def boxes_to_masks(boxes: Tensor, height: int, width: int, *, device: torch.devi
     x1, y1, x2, y2 = boxes.T.unsqueeze(-1).unbind(0)  # each (B, 1)
     rows = torch.arange(height, device=device)
     cols = torch.arange(width, device=device)
+    in_rows = (rows >= y1) & (rows < y2)  # (B, H)
+    in_cols = (cols >= x1) & (cols < x2)  # (B, W)
+    if torch.compiler.is_compiling():
+        # Inductor fuses the plain bool form; the byte views below break its vectorised CPU code.
+        return in_rows.unsqueeze(2) & in_cols.unsqueeze(1)
     # 0/1 bytes (bool viewed as uint8): the outer product runs ~20x faster than bool `&` on the CPU.
-    in_rows = ((rows >= y1) & (rows < y2)).view(torch.uint8)  # (B, H)
-    in_cols = ((cols >= x1) & (cols < x2)).view(torch.uint8)  # (B, W)
+    in_rows, in_cols = in_rows.view(torch.uint8), in_cols.view(torch.uint8)
     return (in_rows.unsqueeze(2) & in_cols.unsqueeze(1)).view(torch.bool)
 
 
@@ -107,7 +111,10 @@ def grid_to_masks(cells: Tensor, height: int, width: int) -> Tensor:
             f"The grid ({gh}x{gw}) is larger than the image ({height}x{width}): some cells would hold no pixel."
         )
     row_cell = torch.arange(height, device=cells.device) * gh // height
-    rows = cells.view(torch.uint8).index_select(1, row_cell)  # (B, H, gw), small
+    # Built as uint8 bytes, faster than bool on the CPU; under torch.compile as bool, since the
+    # byte views break inductor's vectorised CPU code.
+    compiling = torch.compiler.is_compiling()
+    rows = (cells if compiling else cells.view(torch.uint8)).index_select(1, row_cell)  # (B, H, gw), small
     batch = cells.shape[0]
     if width % gw == 0:
         # Equal cell widths: a broadcast copy, ~5x faster than gathering every pixel.
@@ -115,7 +122,7 @@ def grid_to_masks(cells: Tensor, height: int, width: int) -> Tensor:
     else:
         col_cell = torch.arange(width, device=cells.device) * gw // width
         out = rows.index_select(2, col_cell)
-    return out.view(torch.bool)  # built as uint8 bytes: faster than bool on the CPU
+    return out if compiling else out.view(torch.bool)
 
 
 def top_k_cells(heatmaps: Tensor, k: int | Tensor) -> Tensor:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ._checks import _check_label_smoothing, _check_num_classes, _check_partner, _describe
+from .apply import _lerp_op
 
 __all__ = ["mix_labels"]
 
@@ -47,7 +48,7 @@ def _check_labels(labels: Tensor, *, num_classes: int | None, batch_size: int | 
         )
     if num_classes is None:
         raise ValueError("num_classes must be passed when the labels are class indices of shape (batch_size,).")
-    if labels.device.type == "cpu" and labels.numel() > 0:
+    if labels.device.type == "cpu" and labels.numel() > 0 and not torch.compiler.is_compiling():
         low, high = (int(v) for v in torch.aminmax(labels))
         if low < 0 or high >= num_classes:
             bad = low if low < 0 else high
@@ -66,7 +67,8 @@ def mix_labels(
 
     Args:
         labels: class indices ``(B,)`` (integer; need ``num_classes``) or soft labels ``(B, K)``.
-        lam: the pasted fraction of every sample, ``(B,)``, from :func:`mask_fractions`.
+        lam: the pasted fraction of every sample, ``(B,)`` in [0, 1] (checked on CPU tensors),
+            from :func:`mask_fractions`.
         num_classes: number of classes for index labels; checked against ``K`` for soft labels.
         partner: the same ``partner`` given to :func:`paste`; ``None`` means ``i - 1`` (cyclic).
         label_smoothing: ε in [0, 1): before mixing, the target class gets ``1 - ε + ε / K``
@@ -80,6 +82,13 @@ def mix_labels(
     if not isinstance(lam, Tensor) or lam.shape != (batch,):
         got = _describe(lam)
         raise ValueError(f"lam must be a tensor of shape ({batch},), but got {got}.")
+    if lam.is_complex():
+        raise TypeError(f"lam must be real, but got dtype {lam.dtype}.")
+    if lam.device.type == "cpu" and lam.numel() > 0 and not torch.compiler.is_compiling():
+        # Read on CPU tensors only: reading a device tensor would wait for the device.
+        low, high = (float(v) for v in torch.aminmax(lam if lam.is_floating_point() else lam.double()))
+        if not 0.0 <= low <= high <= 1.0:  # NaN fails too
+            raise ValueError(f"lam must be in [0, 1], but got values in [{low}, {high}].")
     label_smoothing = _check_label_smoothing(label_smoothing)
     partner = _check_partner(partner, batch, labels.device)
     return _mix_labels(labels, lam, num_classes=num_classes, partner=partner, label_smoothing=label_smoothing)
@@ -104,7 +113,11 @@ def _mix_labels(
         return out.scatter_add_(1, index, own).scatter_add_(1, partner_index, w)
     y = labels if labels.is_floating_point() else labels.to(torch.float32)
     if eps > 0:
-        y = y * (1.0 - eps) + eps / y.shape[1]
+        # Half precision is smoothed in float32 and rounded once, as torch.compile computes it.
+        wide = torch.promote_types(y.dtype, torch.float32)
+        y = (y.to(wide) * (1.0 - eps) + eps / y.shape[1]).to(y.dtype)
     y_partner = y.roll(1, 0) if partner is None else y.index_select(0, partner)
     w = lam.to(device=y.device, dtype=y.dtype, non_blocking=True)[:, None]
+    if torch.compiler.is_compiling() and not (y.requires_grad and torch.is_grad_enabled()):
+        return _lerp_op(y, y_partner, w)  # ATen's kernel: the eager result, bit for bit
     return torch.lerp(y, y_partner, w)

@@ -31,8 +31,10 @@ def _check_box_size(size: object, height: int, width: int) -> tuple[int, int]:
         raise ValueError(f"The box ({h}x{w}) is larger than the image ({height}x{width}).")
     return h, w
 
+
 _CANDIDATES = 4  # Marsaglia-Tsang candidates drawn per sample and round
 _TINY = torch.finfo(torch.float64).tiny
+
 
 def _log_standard_gamma(n: int, shape: float, generator: torch.Generator | None) -> Tensor:
     """Log of ``n`` Gamma(shape, 1) draws (float64, CPU), by Marsaglia and Tsang's method.
@@ -66,6 +68,7 @@ def _log_standard_gamma(n: int, shape: float, generator: torch.Generator | None)
     return log_value
 
 
+@torch.compiler.disable  # the draws run eagerly from the CPU generator, compiled or not
 def sample_beta(
     n: int, *, alpha: float = 1.0, beta: float | None = None, generator: torch.Generator | None = None
 ) -> Tensor:
@@ -105,6 +108,7 @@ def sample_beta(
     return torch.sigmoid(log_a - log_b)
 
 
+@torch.compiler.disable  # the draws run eagerly from the CPU generator, compiled or not
 def sample_boxes(
     batch_size: int,
     height: int,

@@ -164,12 +164,14 @@ class CutMix(MaskMix):
         box = self._boxes(1, height, width, False)
         mask = boxes_to_masks(box, height, width, device=batch.device)
         lam = mask_fractions(mask, dtype=_lam_dtype(batch.device)).expand(size)
-        x1, y1, x2, y2 = box[0].tolist()  # a CPU tensor: no device synchronisation
+        # Read from a CPU tensor: no device synchronisation. Under torch.compile the mask is pasted
+        # instead: box coordinates as Python ints would recompile the graph for new boxes.
+        coords = None if torch.compiler.is_compiling() else tuple(box[0].tolist())
         return _Weights(
             lam=lam,
             applied=torch.ones(size, dtype=torch.bool, device=batch.device),
             masks=mask.expand(size, height, width),
-            box=(x1, y1, x2, y2),
+            box=coords,
         )
 
     def _label_weights(self, weights: _Weights) -> Tensor:
