@@ -9,6 +9,9 @@ from . import attention, masks
 from ._base import MaskMix, UnsupportedInputError
 from ._mixes.attentive import AttentiveCutMix
 from ._mixes.cutmix import CutMix
+from ._mixes.fmix import FMix
+from ._mixes.gridmix import GridMix
+from ._mixes.saliencymix import SaliencyMix
 from .collate import MixCollate
 
 __version__ = "0.1.0"
@@ -16,8 +19,11 @@ __version__ = "0.1.0"
 __all__ = [
     "AttentiveCutMix",
     "CutMix",
+    "FMix",
+    "GridMix",
     "MaskMix",
     "MixCollate",
+    "SaliencyMix",
     "UnsupportedInputError",
     "__version__",
     "attention",
