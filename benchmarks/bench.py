@@ -44,7 +44,7 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
     """Name → a factory of callable(images, labels), or → the reason it cannot run this case."""
     from torchvision.transforms import v2
 
-    from torchvision_mix import AttentiveCutMix, CutMix
+    from torchvision_mix import AttentiveCutMix, CutMix, FMix, GridMix, SaliencyMix
 
     out: dict[str, Callable[[], Fn] | str] = {}
 
@@ -88,6 +88,12 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
         feature_extractor=nearly_free, grid_size=7, num_classes=NUM_CLASSES
     )
     out["ours AttentiveCutMix (precomputed)"] = attentive_precomputed
+    out["ours SaliencyMix"] = lambda: SaliencyMix(num_classes=NUM_CLASSES)
+    out["ours SaliencyMix per_sample"] = lambda: SaliencyMix(num_classes=NUM_CLASSES, per_sample=True)
+    out["ours FMix"] = lambda: FMix(num_classes=NUM_CLASSES)
+    out["ours FMix per_sample"] = lambda: FMix(num_classes=NUM_CLASSES, per_sample=True)
+    out["ours GridMix"] = lambda: GridMix(num_classes=NUM_CLASSES)
+    out["ours GridMix per_sample"] = lambda: GridMix(num_classes=NUM_CLASSES, per_sample=True)
     return out
 
 

@@ -7,6 +7,7 @@ device: only the few sampled numbers travel to it, never a mask.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -227,31 +228,55 @@ def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float 
     if (h, w) != (height, full_width):
         x = F.interpolate(x, size=(h, w), mode="area")
     if channels == 3:
-        luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device)
-        grey = torch.einsum("bchw,c->bhw", x, luma)
+        grey = torch.matmul(_matrix("luma", 3, 0.0, x), x.reshape(x.shape[0], 3, h * w)).view(-1, h, w)
     else:
         grey = x.mean(dim=1)
-    spectrum = torch.fft.fft2(grey)
+    # Everything below works on the half plane of the real FFT: |S| is symmetric (S(-k) = conj S(k)),
+    # and so is its circular 3x3 mean, so exp(residual + i * phase) = S * exp(-mean3x3(log|S|)) (as
+    # exp(log|S| - mean) * S / |S|) is Hermitian and its inverse transform real.
+    half = w // 2 + 1
+    spectrum = torch.fft.rfft2(grey)  # (B, h, half)
     log_amplitude = spectrum.abs().clamp_min_(torch.finfo(grey.dtype).tiny).log_()
-    padded = F.pad(log_amplitude[:, None], (1, 1, 1, 1), mode="circular")
-    residual = log_amplitude - F.avg_pool2d(padded, 3, stride=1)[:, 0]
-    saliency = torch.fft.ifft2(torch.polar(residual.exp_(), spectrum.angle())).abs().square_()
-    return _gaussian_blur(saliency, sigma * w / 64)
+    # The full plane's log|S|: columns half .. w - 1 mirror columns w - half .. 1 at rows -k.
+    mirrored = log_amplitude.index_select(1, _mirror_rows(h, x.device))[..., 1 : w - half + 1].flip(-1)
+    full = torch.cat([log_amplitude, mirrored], dim=-1)  # (B, h, w)
+    # Separable filters as small matrices, one matmul per axis.
+    minus_mean = _matrix("box3", h, 0.0, x) @ (full @ _matrix("box3", w, 0.0, x)[:half].T)
+    saliency = torch.fft.irfft2(spectrum.mul_(minus_mean.neg_().exp_()), s=(h, w)).square_()
+    s = sigma * w / 64
+    return _matrix("gauss", h, s, x) @ saliency @ _matrix("gauss", w, s, x).T
 
 
-def _gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of ``(B, h, w)`` maps, zero-padded and renormalised by the kernel mass inside."""
+def _matrix(kind: str, n: int, sigma: float, like: Tensor) -> Tensor:
+    """A small constant matrix on ``like``'s dtype and device (built once on the CPU, then cached)."""
+    return _cpu_matrix(kind, n, sigma, like.dtype).to(like.device, non_blocking=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _cpu_matrix(kind: str, n: int, sigma: float, dtype: torch.dtype) -> Tensor:
+    if kind == "luma":  # (1, 3): BT.601 weights, R G B
+        return torch.tensor([_LUMA], dtype=dtype)
+    index = torch.arange(n, dtype=torch.float64)
+    offset = index[:, None] - index[None, :]
+    if kind == "box3":  # (n, n): the mean of each entry and its two neighbours, wrapping around
+        matrix = torch.zeros(n, n, dtype=torch.float64)
+        rows = torch.arange(n)
+        for shift in (-1, 0, 1):
+            matrix.index_put_((rows, (rows + shift) % n), torch.full((n,), 1 / 3, dtype=torch.float64), accumulate=True)
+        return matrix.to(dtype)
+    # "gauss" (n, n): a Gaussian truncated at 3 sigma and at the borders, each row renormalised to sum 1
     radius = max(1, math.ceil(3 * sigma))
-    taps = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel /= kernel.sum()
-    h, w = maps.shape[1:]
-    x = maps[:, None]
-    ones = torch.ones(1, 1, h, w, dtype=maps.dtype, device=maps.device)
-    for k, pad in ((kernel.view(1, 1, -1, 1), (radius, 0)), (kernel.view(1, 1, 1, -1), (0, radius))):
-        x = F.conv2d(x, k, padding=pad)
-        ones = F.conv2d(ones, k, padding=pad)
-    return (x / ones)[:, 0]
+    matrix = torch.exp(-0.5 * (offset / sigma) ** 2).masked_fill_(offset.abs() > radius, 0.0)
+    return (matrix / matrix.sum(dim=1, keepdim=True)).to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _mirror_rows_cpu(n: int) -> Tensor:
+    return (-torch.arange(n)) % n
+
+
+def _mirror_rows(n: int, device: torch.device) -> Tensor:
+    return _mirror_rows_cpu(n).to(device, non_blocking=True)
 
 
 def saliency_peaks(maps: Tensor, height: int, width: int) -> Tensor:
@@ -511,12 +536,12 @@ def grids_to_masks(
     """Pixel masks ``(B, H, W)`` of grids of several sizes: sample ``i`` uses ``cells[i, :g, :g]``, ``g = sizes[i]``.
 
     Each grid tiles the image exactly as :func:`grid_to_masks` does (cell ``k`` of ``g`` covers
-    pixels ``ceil(k * H / g)`` up to ``ceil((k + 1) * H / g)``, and likewise for the width). One
-    :func:`grid_to_masks` call per distinct size, whatever the batch size.
+    pixels ``ceil(k * H / g)`` up to ``ceil((k + 1) * H / g)``, and likewise for the width), in
+    one vectorised pass whatever the sizes, without a host synchronisation.
 
     Args:
-        sizes: int64 CPU tensor ``(B,)`` of grid sizes in ``[1, G]``, each at most ``H`` and ``W``
-            (host values: they choose the grids, no device read).
+        sizes: integer tensor ``(B,)`` of grid sizes in ``[1, G]``, each at most ``H`` and ``W``
+            (checked when on the CPU).
         cells: boolean ``(B, G, G)``, on any device (:func:`sample_grids`).
         height: image height ``H``.
         width: image width ``W``.
@@ -537,23 +562,28 @@ def grids_to_masks(
     if cells.dtype != torch.bool:
         raise TypeError(f"cells must be a boolean tensor, but got dtype {cells.dtype}.")
     batch, grid = cells.shape[:2]
-    if not isinstance(sizes, Tensor) or sizes.shape != (batch,) or sizes.is_floating_point() or sizes.is_complex():
+    if (
+        not isinstance(sizes, Tensor)
+        or sizes.shape != (batch,)
+        or sizes.is_floating_point()
+        or sizes.is_complex()
+        or sizes.dtype == torch.bool
+    ):
         got = _describe(sizes, dtype=True)
         raise ValueError(f"sizes must be an integer tensor of shape ({batch},), but got {got}.")
-    if sizes.device.type != "cpu":
-        raise ValueError(f"sizes must be a CPU tensor (its values choose the grids), but got one on {sizes.device}.")
+    if sizes.device.type == "cpu" and batch > 0:
+        low, high = (int(v) for v in torch.aminmax(sizes))
+        if low < 1 or high > min(grid, height, width):
+            raise ValueError(
+                f"sizes must be in [1, {min(grid, height, width)}] (the cells' side, at most H and W), "
+                f"but got values in [{low}, {high}]."
+            )
     device = cells.device if device is None else torch.device(device)
     cells = cells.to(device, non_blocking=True)
-    distinct = sizes.unique().tolist()
-    if distinct and not 1 <= distinct[0] <= distinct[-1] <= grid:
-        low, high = distinct[0], distinct[-1]
-        raise ValueError(f"sizes must be in [1, {grid}] (the cells' side), but got values in [{low}, {high}].")
-    if len(distinct) == 1:
-        g = int(distinct[0])
-        return grid_to_masks(cells[:, :g, :g].contiguous(), height, width)
-    out = torch.empty(batch, height, width, dtype=torch.uint8, device=device)
-    for g in distinct:
-        rows = (sizes == g).nonzero()[:, 0].to(device, non_blocking=True)
-        group = cells.index_select(0, rows)[:, :g, :g].contiguous()
-        out.index_copy_(0, rows, grid_to_masks(group, height, width).view(torch.uint8))
-    return out.view(torch.bool)
+    sizes = sizes.to(device, torch.int64, non_blocking=True)[:, None]
+    # Pixel r lies in cell floor(r * g / H): the tiling of cell_bounds. Two gathers, the second
+    # with a broadcast index: no (B, H, W) index is ever built.
+    row_cell = torch.arange(height, device=device) * sizes // height  # (B, H)
+    col_cell = torch.arange(width, device=device) * sizes // width  # (B, W)
+    rows = cells.view(torch.uint8).gather(1, row_cell[:, :, None].expand(batch, height, grid))  # (B, H, G)
+    return rows.gather(2, col_cell[:, None, :].expand(batch, height, width)).view(torch.bool)

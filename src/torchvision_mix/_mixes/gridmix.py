@@ -10,7 +10,7 @@ from torch import Tensor
 from .._base import MaskMix, _lam_dtype, _Weights
 from .._core._checks import _check_concentration
 from .._core.apply import mask_fractions
-from .._core.build import grids_to_masks
+from .._core.build import grid_to_masks, grids_to_masks
 from .._core.sample import _check_grid_range, sample_grids
 
 __all__ = ["GridMix"]
@@ -123,6 +123,9 @@ class GridMix(MaskMix):
             per_sample=per_sample,
             generator=self.generator,
         )
+        if not per_sample and size > 0:  # one grid: its size is a host value
+            g = int(sizes[0])
+            return grid_to_masks(cells[:, :g, :g].to(device, non_blocking=True), height, width)
         return grids_to_masks(sizes, cells, height, width, device=device)
 
     def make_masks(self, batch: Tensor, **side_inputs: Any) -> Tensor:
