@@ -225,6 +225,8 @@ def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float 
     x = images if images.dtype in (torch.float32, torch.float64) else images.float()
     w = min(width, full_width)
     h = max(1, round(height * w / full_width))
+    if images.shape[0] == 0:  # an FFT of nothing: some backends refuse it
+        return torch.empty(0, h, w, dtype=x.dtype, device=x.device)
     if (h, w) != (height, full_width):
         x = F.interpolate(x, size=(h, w), mode="area")
     if channels == 3:
@@ -401,6 +403,8 @@ def fourier_noise(
     device = spectra.device if device is None else torch.device(device)
     spectra = spectra.to(device, non_blocking=True)
     real = torch.float64 if spectra.dtype == torch.complex128 else torch.float32
+    if spectra.shape[0] == 0:  # an FFT of nothing: some backends refuse it
+        return torch.empty(0, height, width, dtype=real, device=device)
     fy = torch.fft.fftfreq(height, dtype=real, device=device)
     fx = torch.fft.rfftfreq(width, dtype=real, device=device)
     frequency = (fy[:, None].square() + fx[None, :].square()).sqrt_()
