@@ -189,10 +189,13 @@ def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float 
 
     For every image: grey (BT.601 luma for 3 channels, else the channel mean), area-downscaled to
     ``width`` pixels wide (never upscaled; the height keeps the aspect ratio), 2-D FFT; the log
-    amplitude minus its 3x3 local mean (circular, as the spectrum is periodic) is the spectral
-    residual; with the original phase it goes back through the inverse FFT, is squared, and is
-    blurred by a Gaussian of standard deviation ``sigma * w / 64`` map pixels (the paper's σ = 8 at
-    64 pixels), renormalised at the borders.
+    amplitude (floored at ``2 ** -20`` of the map's largest amplitude, so that the exact zeros in
+    the spectra of flat synthetic images stay finite) minus its 3x3 local mean (circular, as the
+    spectrum is periodic) is the spectral residual; with the original phase it goes back through
+    the inverse FFT, its squared magnitude is blurred by a Gaussian of standard deviation
+    ``sigma * w / 64`` map pixels (σ = 8 at 64 pixels, as in the paper), truncated at 3σ and
+    renormalised at the borders. Computed on the half plane of the real FFT with small matrix
+    filters; ``tests/test_saliencymix.py`` checks it against the steps written out literally.
 
     Args:
         images: real tensor ``(B, C, H, W)``; computed in float32 (float64 stays float64).
@@ -238,7 +241,10 @@ def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float 
     # exp(log|S| - mean) * S / |S|) is Hermitian and its inverse transform real.
     half = w // 2 + 1
     spectrum = torch.fft.rfft2(grey)  # (B, h, half)
-    log_amplitude = spectrum.abs().clamp_min_(torch.finfo(grey.dtype).tiny).log_()
+    amplitude = spectrum.abs()
+    # The floor: flat synthetic images have exact zeros in their spectra, whose logs would overflow exp(-mean).
+    floor = amplitude.amax(dim=(1, 2), keepdim=True).mul_(2.0**-20).clamp_min_(torch.finfo(grey.dtype).tiny)
+    log_amplitude = torch.maximum(amplitude, floor).log_()
     # The full plane's log|S|: columns half .. w - 1 mirror columns w - half .. 1 at rows -k.
     mirrored = log_amplitude.index_select(1, _mirror_rows(h, x.device))[..., 1 : w - half + 1].flip(-1)
     full = torch.cat([log_amplitude, mirrored], dim=-1)  # (B, h, w)
