@@ -406,8 +406,17 @@ def fourier_noise(
     if not spectra.is_complex():
         raise TypeError(f"spectra must be complex, but got dtype {spectra.dtype}.")
     decay_power = _check_concentration("decay_power", decay_power)
+    return _fourier_noise(spectra, height, width, decay_power, device, owned=False)
+
+
+def _fourier_noise(
+    spectra: Tensor, height: int, width: int, decay_power: float, device: torch.device | str | None, *, owned: bool
+) -> Tensor:
+    """:func:`fourier_noise` without the checks; ``owned``: the spectra may be scaled in place."""
     device = spectra.device if device is None else torch.device(device)
-    spectra = spectra.to(device, non_blocking=True)
+    moved = spectra.to(device, non_blocking=True)
+    owned = owned or moved is not spectra  # never scale the caller's tensor in place
+    spectra = moved
     real = torch.float64 if spectra.dtype == torch.complex128 else torch.float32
     if spectra.shape[0] == 0:  # an FFT of nothing: some backends refuse it
         return torch.empty(0, height, width, dtype=real, device=device)
@@ -415,7 +424,7 @@ def fourier_noise(
     fx = torch.fft.rfftfreq(width, dtype=real, device=device)
     frequency = (fy[:, None].square() + fx[None, :].square()).sqrt_()
     scale = frequency.clamp_min_(1.0 / max(height, width)).pow_(-decay_power)
-    scaled = spectra * scale
+    scaled = spectra.mul_(scale) if owned else spectra * scale
     mirror = (-torch.arange(height, device=device)) % height
     for column in {0, width // 2} if width % 2 == 0 else {0}:
         values = scaled[:, :, column]

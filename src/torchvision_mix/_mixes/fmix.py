@@ -10,7 +10,7 @@ from torch import Tensor
 from .._base import MaskMix, _lam_dtype, _Weights
 from .._core._checks import _check_concentration
 from .._core.apply import mask_fractions
-from .._core.build import fourier_noise, top_count_masks
+from .._core.build import _fourier_noise, top_count_masks
 from .._core.sample import sample_counts, sample_fourier_spectra
 
 __all__ = ["FMix"]
@@ -97,7 +97,7 @@ class FMix(MaskMix):
         """``size`` independent masks (the draws: spectra, then counts)."""
         spectra = sample_fourier_spectra(size, height, width, generator=self.generator)
         counts = sample_counts(size, height * width, alpha=self.alpha, per_sample=True, generator=self.generator)
-        noise = fourier_noise(spectra, height, width, decay_power=self.decay_power, device=device)
+        noise = _fourier_noise(spectra, height, width, self.decay_power, device, owned=True)
         return top_count_masks(noise, counts)
 
     def make_masks(self, batch: Tensor, **side_inputs: Any) -> Tensor:
