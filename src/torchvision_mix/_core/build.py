@@ -432,7 +432,7 @@ def _fourier_noise(
     return torch.fft.irfft2(scaled, s=(height, width), norm="forward")
 
 
-_BRACKET_STEP = 16  # the CPU selection sorts every 16th score of a row to bracket its threshold
+_BRACKET_STEP = 16  # the CPU selection sorts one score in 16 of a map to bracket its threshold
 _BRACKET_MIN = 4096  # below this many scores per map a full sort is as fast
 _BRACKET_Z = 3.0  # half-width of the bracket, in binomial standard deviations of the sample
 
@@ -444,7 +444,7 @@ def top_count_masks(scores: Tensor, counts: int | Tensor) -> Tensor:
     (row-major) index wins; ``NaN`` ranks last. Exactly ``counts[i]`` pixels are ``True`` in map
     ``i``. The result is that of a stable descending sort of each map, which is how it is computed
     off the CPU (no host synchronisation). On the CPU, where reading values costs nothing, a
-    faster exact selection runs for large floating-point maps: every 16th score of a map is sorted
+    faster exact selection runs for large floating-point maps: one score in 16 of a map is sorted
     to bracket the threshold, two comparisons count the scores above and inside the bracket, and
     only the few inside are ordered (a map whose bracket misses is ordered whole).
 
@@ -486,7 +486,7 @@ def top_count_masks(scores: Tensor, counts: int | Tensor) -> Tensor:
         return torch.zeros(batch, height, width, dtype=torch.bool, device=scores.device)
     if flat.is_floating_point():
         if flat.device.type == "cpu" and n >= _BRACKET_MIN:
-            return _top_count_bracket(flat.contiguous(), counts).view(batch, height, width)
+            return _top_count_bracket(flat.contiguous(), counts, width).view(batch, height, width)
         # Ascending order of the negated scores: the highest first, NaN last, ties by index.
         order = torch.sort(flat.neg(), dim=1, stable=True).indices
     else:
@@ -496,12 +496,15 @@ def top_count_masks(scores: Tensor, counts: int | Tensor) -> Tensor:
     return (ranks < counts[:, None]).view(batch, height, width)
 
 
-def _top_count_bracket(flat: Tensor, counts: Tensor) -> Tensor:
+def _top_count_bracket(flat: Tensor, counts: Tensor, width: int) -> Tensor:
     """:func:`top_count_masks` on the CPU for a float ``(B, N)``: bracket, count, order the few inside."""
     from .apply import _count_true
 
     batch, n = flat.shape
-    sample = flat[:, ::_BRACKET_STEP].nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+    # One score in 16: every 4th column of every 4th row (a grid that reads a quarter of the rows),
+    # or every 16th score of a map too narrow for it.
+    grid = flat.view(batch, n // width, width)[:, ::4, ::4] if width >= 16 else flat[:, ::_BRACKET_STEP]
+    sample = grid.reshape(batch, -1).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
     sample = sample.sort(dim=1, descending=True).values  # (B, m)
     m = sample.shape[1]
     fraction = counts.double() / n
