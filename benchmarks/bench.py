@@ -44,7 +44,7 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
     """Name → a factory of callable(images, labels), or → the reason it cannot run this case."""
     from torchvision.transforms import v2
 
-    from torchvision_mix import AttentiveCutMix, CutMix, MixUp, RandomMix
+    from torchvision_mix import AttentiveCutMix, CutMix, FMix, GridMix, MixUp, RandomMix, SaliencyMix
 
     out: dict[str, Callable[[], Fn] | str] = {}
 
@@ -111,6 +111,12 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
         out[name] = functools.partial(timm_recipe, mode) if _has("timm") else "timm not installed"
     out["ours RandomMix recipe"] = functools.partial(recipe, False)
     out["ours RandomMix recipe per_sample"] = functools.partial(recipe, True)
+    out["ours SaliencyMix"] = lambda: SaliencyMix(num_classes=NUM_CLASSES)
+    out["ours SaliencyMix per_sample"] = lambda: SaliencyMix(num_classes=NUM_CLASSES, per_sample=True)
+    out["ours FMix"] = lambda: FMix(num_classes=NUM_CLASSES)
+    out["ours FMix per_sample"] = lambda: FMix(num_classes=NUM_CLASSES, per_sample=True)
+    out["ours GridMix"] = lambda: GridMix(num_classes=NUM_CLASSES)
+    out["ours GridMix per_sample"] = lambda: GridMix(num_classes=NUM_CLASSES, per_sample=True)
     return out
 
 

@@ -1,7 +1,8 @@
 """torchvision_mix: exact, fast batch-mixing augmentations for ``torchvision.transforms.v2``.
 
-Public names: the mixes (:class:`CutMix`, :class:`AttentiveCutMix`, :class:`MixUp`), the switch
-between them (:class:`RandomMix`), the public base of mask mixes :class:`MaskMix`,
+Public names: the mixes (:class:`CutMix`, :class:`AttentiveCutMix`, :class:`SaliencyMix`,
+:class:`FMix`, :class:`GridMix`, :class:`MixUp`), the switch between them (:class:`RandomMix`),
+the public base of mask mixes :class:`MaskMix`,
 :class:`MixCollate`, the core in :mod:`torchvision_mix.masks` and the feature
 extractors in :mod:`torchvision_mix.attention`.
 """
@@ -10,8 +11,11 @@ from . import attention, masks
 from ._base import MaskMix, UnsupportedInputError
 from ._mixes.attentive import AttentiveCutMix
 from ._mixes.cutmix import CutMix
+from ._mixes.fmix import FMix
+from ._mixes.gridmix import GridMix
 from ._mixes.mixup import MixUp
 from ._mixes.randommix import RandomMix
+from ._mixes.saliencymix import SaliencyMix
 from .collate import MixCollate
 
 __version__ = "0.1.0"
@@ -19,10 +23,13 @@ __version__ = "0.1.0"
 __all__ = [
     "AttentiveCutMix",
     "CutMix",
+    "FMix",
+    "GridMix",
     "MaskMix",
     "MixCollate",
     "MixUp",
     "RandomMix",
+    "SaliencyMix",
     "UnsupportedInputError",
     "__version__",
     "attention",

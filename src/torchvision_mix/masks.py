@@ -35,20 +35,48 @@ Example:
 """
 
 from ._core.apply import apply, blend, mask_fractions, paste
-from ._core.build import boxes_to_masks, cell_bounds, grid_to_masks, top_k_cells
+from ._core.build import (
+    boxes_to_masks,
+    cell_bounds,
+    centered_boxes,
+    fourier_noise,
+    grid_to_masks,
+    grids_to_masks,
+    saliency_peaks,
+    spectral_residual_saliency,
+    top_count_masks,
+    top_k_cells,
+)
 from ._core.labels import mix_labels
-from ._core.sample import sample_beta, sample_boxes
+from ._core.sample import (
+    sample_beta,
+    sample_box_sizes,
+    sample_boxes,
+    sample_counts,
+    sample_fourier_spectra,
+    sample_grids,
+)
 
 __all__ = [
     "apply",
     "blend",
     "boxes_to_masks",
     "cell_bounds",
+    "centered_boxes",
+    "fourier_noise",
     "grid_to_masks",
+    "grids_to_masks",
     "mask_fractions",
     "mix_labels",
     "paste",
+    "saliency_peaks",
     "sample_beta",
+    "sample_box_sizes",
     "sample_boxes",
+    "sample_counts",
+    "sample_fourier_spectra",
+    "sample_grids",
+    "spectral_residual_saliency",
+    "top_count_masks",
     "top_k_cells",
 ]

@@ -7,14 +7,27 @@ device: only the few sampled numbers travel to it, never a mask.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import _check_size, _describe
+from ._checks import _check_concentration, _check_size, _describe
 
-__all__ = ["boxes_to_masks", "cell_bounds", "grid_to_masks", "top_k_cells"]
+__all__ = [
+    "boxes_to_masks",
+    "cell_bounds",
+    "centered_boxes",
+    "fourier_noise",
+    "grid_to_masks",
+    "grids_to_masks",
+    "saliency_peaks",
+    "spectral_residual_saliency",
+    "top_count_masks",
+    "top_k_cells",
+]
 
 
 def boxes_to_masks(boxes: Tensor, height: int, width: int, *, device: torch.device | str | None = None) -> Tensor:
@@ -169,3 +182,437 @@ def top_k_cells(heatmaps: Tensor, k: int | Tensor) -> Tensor:
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(n, device=flat.device).expand(batch, n))
     return (ranks < k).reshape(batch, gh, gw)
+
+
+# ---------------------------------------------------------------------------------------------
+# SaliencyMix: a box centred on the donor's most salient pixel
+# ---------------------------------------------------------------------------------------------
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the grey of OpenCV's cvtColor (RGB order)
+
+
+def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float = 8.0) -> Tensor:
+    """Spectral-residual saliency maps (Hou & Zhang, CVPR 2007) of a batch, vectorised on its device.
+
+    For every image: grey (BT.601 luma for 3 channels, else the channel mean), area-downscaled to
+    ``width`` pixels wide (never upscaled; the height keeps the aspect ratio), 2-D FFT; the log
+    amplitude (floored at ``2 ** -20`` of the map's largest amplitude, so that the exact zeros in
+    the spectra of flat synthetic images stay finite) minus its 3x3 local mean (circular, as the
+    spectrum is periodic) is the spectral residual; with the original phase it goes back through
+    the inverse FFT, its squared magnitude is blurred by a Gaussian of standard deviation
+    ``sigma * w / 64`` map pixels (σ = 8 at 64 pixels, as in the paper), truncated at 3σ and
+    renormalised at the borders. Computed on the half plane of the real FFT with small matrix
+    filters; ``tests/test_saliencymix.py`` checks it against the steps written out literally.
+
+    Args:
+        images: real tensor ``(B, C, H, W)``; computed in float32 (float64 stays float64).
+        width: the width of the map, >= 1 (64, as in the paper).
+        sigma: the Gaussian's standard deviation at a 64-pixel map, > 0.
+
+    Returns:
+        Maps ``(B, h, w)`` on the images' device, ``w = min(width, W)``,
+        ``h = max(1, round(H * w / W))``.
+
+    Example:
+        >>> images = torch.zeros(1, 3, 128, 128)
+        >>> images[0, :, 20:30, 90:100] = 1.0  # one bright square on black
+        >>> maps = spectral_residual_saliency(images)
+        >>> maps.shape
+        torch.Size([1, 64, 64])
+        >>> saliency_peaks(maps, 128, 128).tolist()  # the peak (y, x): on the square
+        [[21, 97]]
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a tensor of shape (B, C, H, W), but got {_describe(images)}.")
+    if images.is_complex() or images.dtype == torch.bool:
+        raise TypeError(f"images must be real numbers, but got dtype {images.dtype}.")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be an int >= 1, but got {width!r}.")
+    sigma = _check_concentration("sigma", sigma)
+    channels, height, full_width = images.shape[1:]
+    if height * full_width == 0:
+        raise ValueError(f"images must hold at least one pixel, but got shape {tuple(images.shape)}.")
+    x = images if images.dtype in (torch.float32, torch.float64) else images.float()
+    w = min(width, full_width)
+    h = max(1, round(height * w / full_width))
+    if images.shape[0] == 0:  # an FFT of nothing: some backends refuse it
+        return torch.empty(0, h, w, dtype=x.dtype, device=x.device)
+    if (h, w) != (height, full_width):
+        x = F.interpolate(x, size=(h, w), mode="area")
+    if channels == 3:
+        grey = torch.matmul(_matrix("luma", 3, 0.0, x), x.reshape(x.shape[0], 3, h * w)).view(-1, h, w)
+    else:
+        grey = x.mean(dim=1)
+    # Everything below works on the half plane of the real FFT: |S| is symmetric (S(-k) = conj S(k)),
+    # and so is its circular 3x3 mean, so exp(residual + i * phase) = S * exp(-mean3x3(log|S|)) (as
+    # exp(log|S| - mean) * S / |S|) is Hermitian and its inverse transform real.
+    half = w // 2 + 1
+    spectrum = torch.fft.rfft2(grey)  # (B, h, half)
+    amplitude = spectrum.abs()
+    # The floor: flat synthetic images have exact zeros in their spectra, whose logs would overflow exp(-mean).
+    floor = amplitude.amax(dim=(1, 2), keepdim=True).mul_(2.0**-20).clamp_min_(torch.finfo(grey.dtype).tiny)
+    log_amplitude = torch.maximum(amplitude, floor).log_()
+    # The full plane's log|S|: columns half .. w - 1 mirror columns w - half .. 1 at rows -k.
+    mirrored = log_amplitude.index_select(1, _mirror_rows(h, x.device))[..., 1 : w - half + 1].flip(-1)
+    full = torch.cat([log_amplitude, mirrored], dim=-1)  # (B, h, w)
+    # Separable filters as small matrices, one matmul per axis.
+    minus_mean = _matrix("box3", h, 0.0, x) @ (full @ _matrix("box3", w, 0.0, x)[:half].T)
+    saliency = torch.fft.irfft2(spectrum.mul_(minus_mean.neg_().exp_()), s=(h, w)).square_()
+    s = sigma * w / 64
+    return _matrix("gauss", h, s, x) @ saliency @ _matrix("gauss", w, s, x).T
+
+
+def _matrix(kind: str, n: int, sigma: float, like: Tensor) -> Tensor:
+    """A small constant matrix on ``like``'s dtype and device (built once on the CPU, then cached)."""
+    return _cpu_matrix(kind, n, sigma, like.dtype).to(like.device, non_blocking=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _cpu_matrix(kind: str, n: int, sigma: float, dtype: torch.dtype) -> Tensor:
+    if kind == "luma":  # (1, 3): BT.601 weights, R G B
+        return torch.tensor([_LUMA], dtype=dtype)
+    index = torch.arange(n, dtype=torch.float64)
+    offset = index[:, None] - index[None, :]
+    if kind == "box3":  # (n, n): the mean of each entry and its two neighbours, wrapping around
+        matrix = torch.zeros(n, n, dtype=torch.float64)
+        rows = torch.arange(n)
+        for shift in (-1, 0, 1):
+            matrix.index_put_((rows, (rows + shift) % n), torch.full((n,), 1 / 3, dtype=torch.float64), accumulate=True)
+        return matrix.to(dtype)
+    # "gauss" (n, n): a Gaussian truncated at 3 sigma and at the borders, each row renormalised to sum 1
+    radius = max(1, math.ceil(3 * sigma))
+    matrix = torch.exp(-0.5 * (offset / sigma) ** 2).masked_fill_(offset.abs() > radius, 0.0)
+    return (matrix / matrix.sum(dim=1, keepdim=True)).to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _mirror_rows_cpu(n: int) -> Tensor:
+    return (-torch.arange(n)) % n
+
+
+def _mirror_rows(n: int, device: torch.device) -> Tensor:
+    return _mirror_rows_cpu(n).to(device, non_blocking=True)
+
+
+def saliency_peaks(maps: Tensor, height: int, width: int) -> Tensor:
+    """The pixel ``(y, x)`` of every map's maximum, for images of ``height x width`` pixels.
+
+    The maximum of a map ``(h, w)`` is its first in row-major order (``NaN`` ranks last); map
+    cell ``(r, c)`` covers the image like a grid cell and is mapped to the pixel at its centre,
+    ``y = (2r + 1) * H // (2h)``, ``x = (2c + 1) * W // (2w)`` (``(r, c)`` itself when the map
+    has the image's size). Runs on the maps' device without a host synchronisation.
+
+    Returns:
+        An int64 tensor ``(B, 2)`` of ``(y, x)`` on the maps' device.
+
+    Example:
+        >>> maps = torch.zeros(2, 4, 4)
+        >>> maps[0, 1, 2] = maps[1, 3, 0] = 1.0
+        >>> saliency_peaks(maps, 100, 40).tolist()
+        [[37, 25], [87, 5]]
+    """
+    _check_size(height, width)
+    if not isinstance(maps, Tensor) or maps.ndim != 3 or 0 in maps.shape[1:]:
+        raise ValueError(f"maps must be a tensor of shape (B, h, w) with h, w >= 1, but got {_describe(maps)}.")
+    if maps.is_complex() or maps.dtype == torch.bool:
+        raise TypeError(f"maps must be real numbers, but got dtype {maps.dtype}.")
+    h, w = maps.shape[1:]
+    flat = maps.reshape(maps.shape[0], h * w)
+    if flat.is_floating_point():
+        flat = torch.nan_to_num(flat, nan=-math.inf)
+    index = flat.argmax(dim=1)
+    rows, cols = index // w, index % w
+    return torch.stack([(2 * rows + 1) * height // (2 * h), (2 * cols + 1) * width // (2 * w)], dim=1)
+
+
+def centered_boxes(centers: Tensor, sizes: Tensor, height: int, width: int) -> Tensor:
+    """Boxes of the given sizes centred on the given pixels, clipped to the image, on the centres' device.
+
+    As in :func:`sample_boxes`: a box of ``h x w`` pixels around ``(y, x)`` starts at
+    ``(y - h // 2, x - w // 2)``; it is then clipped to the image.
+
+    Args:
+        centers: integer ``(B, 2)`` pixels ``(y, x)``, on any device (e.g. :func:`saliency_peaks`).
+        sizes: integer ``(B, 2)`` box sides ``(h, w)`` (e.g. :func:`sample_box_sizes`); moved to
+            the centres' device.
+        height: image height ``H``.
+        width: image width ``W``.
+
+    Returns:
+        An int64 tensor ``(B, 4)`` of ``x1, y1, x2, y2`` (half-open), for :func:`boxes_to_masks`.
+
+    Example:
+        >>> centered_boxes(torch.tensor([[0, 5]]), torch.tensor([[4, 4]]), 10, 10).tolist()
+        [[3, 0, 7, 2]]
+    """
+    _check_size(height, width)
+    for name, value in (("centers", centers), ("sizes", sizes)):
+        if not isinstance(value, Tensor) or value.ndim != 2 or value.shape[1] != 2:
+            raise ValueError(f"{name} must be a tensor of shape (B, 2), but got {_describe(value)}.")
+        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer pixels, but got dtype {value.dtype}.")
+    if centers.shape[0] != sizes.shape[0]:
+        raise ValueError(
+            f"centers and sizes must have the same length, but got {centers.shape[0]} and {sizes.shape[0]}."
+        )
+    sizes = sizes.to(centers.device, torch.int64, non_blocking=True)
+    start = centers.long() - sizes // 2
+    end = start + sizes
+    y1, x1 = start.unbind(1)
+    y2, x2 = end.unbind(1)
+    return torch.stack([x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# FMix: the highest pixels of low-frequency Fourier noise
+# ---------------------------------------------------------------------------------------------
+
+
+def fourier_noise(
+    spectra: Tensor,
+    height: int,
+    width: int,
+    *,
+    decay_power: float = 3.0,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """FMix's low-frequency noise: random spectra scaled by ``1 / f ** decay_power``, back to pixels.
+
+    ``f`` is the magnitude of each coefficient's frequency in cycles per pixel
+    (``sqrt(fy ** 2 + fx ** 2)``, ``fy`` from :func:`torch.fft.fftfreq` and ``fx`` from
+    :func:`torch.fft.rfftfreq`), with the FMix paper's floor ``max(f, 1 / max(H, W))`` so that the
+    constant term stays finite. The scaled half-plane spectrum goes through the inverse real
+    2-D FFT (unnormalised: a positive factor changes no ranking). Its zero and Nyquist columns are
+    first made Hermitian-symmetric, which is what NumPy's ``irfftn`` (the FMix reference) computes
+    from any input, so every FFT backend (pocketfft, MKL, cuFFT) gives the same noise.
+
+    Args:
+        spectra: complex tensor ``(B, H, W // 2 + 1)`` (:func:`sample_fourier_spectra`).
+        height: noise height ``H``.
+        width: noise width ``W``.
+        decay_power: δ, finite and > 0; larger means smoother noise (the paper uses 3).
+        device: where to compute; defaults to the spectra's. Only the spectra travel.
+
+    Returns:
+        Real noise ``(B, H, W)``: float32 for complex64 spectra, float64 for complex128.
+
+    Example:
+        >>> from torchvision_mix.masks import sample_fourier_spectra
+        >>> g = torch.Generator().manual_seed(0)
+        >>> noise = fourier_noise(sample_fourier_spectra(2, 32, 48, generator=g), 32, 48)
+        >>> noise.shape, noise.dtype
+        (torch.Size([2, 32, 48]), torch.float32)
+    """
+    _check_size(height, width)
+    half = width // 2 + 1
+    if not isinstance(spectra, Tensor) or spectra.ndim != 3 or tuple(spectra.shape[1:]) != (height, half):
+        raise ValueError(
+            f"spectra must be a tensor of shape (B, {height}, {half}) = (B, H, W // 2 + 1), "
+            f"but got {_describe(spectra)}."
+        )
+    if not spectra.is_complex():
+        raise TypeError(f"spectra must be complex, but got dtype {spectra.dtype}.")
+    decay_power = _check_concentration("decay_power", decay_power)
+    return _fourier_noise(spectra, height, width, decay_power, device, owned=False)
+
+
+def _fourier_noise(
+    spectra: Tensor, height: int, width: int, decay_power: float, device: torch.device | str | None, *, owned: bool
+) -> Tensor:
+    """:func:`fourier_noise` without the checks; ``owned``: the spectra may be scaled in place."""
+    device = spectra.device if device is None else torch.device(device)
+    moved = spectra.to(device, non_blocking=True)
+    owned = owned or moved is not spectra  # never scale the caller's tensor in place
+    spectra = moved
+    real = torch.float64 if spectra.dtype == torch.complex128 else torch.float32
+    if spectra.shape[0] == 0:  # an FFT of nothing: some backends refuse it
+        return torch.empty(0, height, width, dtype=real, device=device)
+    fy = torch.fft.fftfreq(height, dtype=real, device=device)
+    fx = torch.fft.rfftfreq(width, dtype=real, device=device)
+    frequency = (fy[:, None].square() + fx[None, :].square()).sqrt_()
+    scale = frequency.clamp_min_(1.0 / max(height, width)).pow_(-decay_power)
+    scaled = spectra.mul_(scale) if owned else spectra * scale
+    mirror = (-torch.arange(height, device=device)) % height
+    for column in {0, width // 2} if width % 2 == 0 else {0}:
+        values = scaled[:, :, column]
+        scaled[:, :, column] = (values + values.index_select(1, mirror).conj()) / 2
+    return torch.fft.irfft2(scaled, s=(height, width), norm="forward")
+
+
+_BRACKET_STEP = 16  # the CPU selection sorts one score in 16 of a map to bracket its threshold
+_BRACKET_MIN = 4096  # below this many scores per map a full sort is as fast
+_BRACKET_Z = 3.0  # half-width of the bracket, in binomial standard deviations of the sample
+
+
+def top_count_masks(scores: Tensor, counts: int | Tensor) -> Tensor:
+    """The ``counts[i]`` highest pixels of every map ``(B, H, W)``, exactly, as boolean masks.
+
+    Ties are broken deterministically: among equal scores the pixel with the lower flat
+    (row-major) index wins; ``NaN`` ranks last. Exactly ``counts[i]`` pixels are ``True`` in map
+    ``i``. The result is that of a stable descending sort of each map, which is how it is computed
+    off the CPU (no host synchronisation). On the CPU, where reading values costs nothing, a
+    faster exact selection runs for large floating-point maps: one score in 16 of a map is sorted
+    to bracket the threshold, two comparisons count the scores above and inside the bracket, and
+    only the few inside are ordered (a map whose bracket misses is ordered whole).
+
+    Args:
+        scores: real tensor ``(B, H, W)`` (FMix's noise: :func:`fourier_noise`).
+        counts: an int or an integer tensor ``(B,)``, each in ``[0, H * W]`` (checked when on the
+            CPU).
+
+    Returns:
+        A boolean tensor ``(B, H, W)`` on the scores' device.
+
+    Example:
+        >>> scores = torch.tensor([[[0.5, 0.9, 0.5], [0.1, 0.5, 0.7]]])
+        >>> top_count_masks(scores, 3).int()
+        tensor([[[1, 1, 0],
+                 [0, 0, 1]]], dtype=torch.int32)
+    """
+    if not isinstance(scores, Tensor) or scores.ndim != 3:
+        raise ValueError(f"scores must be a tensor of shape (B, H, W), but got {_describe(scores)}.")
+    if scores.is_complex() or scores.dtype == torch.bool:
+        raise TypeError(f"scores must be real numbers, but got dtype {scores.dtype}.")
+    batch, height, width = scores.shape
+    n = height * width
+    if isinstance(counts, Tensor):
+        if counts.shape != (batch,) or counts.is_floating_point() or counts.is_complex() or counts.dtype == torch.bool:
+            got = _describe(counts, dtype=True)
+            raise ValueError(f"counts must be an int or an integer tensor of shape ({batch},), but got {got}.")
+        if counts.device.type == "cpu" and counts.numel() > 0:
+            low, high = (int(v) for v in torch.aminmax(counts))
+            if low < 0 or high > n:
+                raise ValueError(f"counts must be in [0, {n}] (H * W), but got values in [{low}, {high}].")
+        counts = counts.to(scores.device, torch.int64, non_blocking=True)
+    elif isinstance(counts, bool) or not isinstance(counts, int) or not 0 <= counts <= n:
+        raise ValueError(f"counts must be an int in [0, {n}] (H * W), or a tensor of them, but got {counts!r}.")
+    else:
+        counts = torch.full((batch,), counts, dtype=torch.int64, device=scores.device)
+    flat = scores.reshape(batch, n)
+    if batch * n == 0:
+        return torch.zeros(batch, height, width, dtype=torch.bool, device=scores.device)
+    if flat.is_floating_point():
+        if flat.device.type == "cpu" and n >= _BRACKET_MIN:
+            return _top_count_bracket(flat.contiguous(), counts, width).view(batch, height, width)
+        # Ascending order of the negated scores: the highest first, NaN last, ties by index.
+        order = torch.sort(flat.neg(), dim=1, stable=True).indices
+    else:
+        order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(n, device=flat.device).expand(batch, n))
+    return (ranks < counts[:, None]).view(batch, height, width)
+
+
+def _top_count_bracket(flat: Tensor, counts: Tensor, width: int) -> Tensor:
+    """:func:`top_count_masks` on the CPU for a float ``(B, N)``: bracket, count, order the few inside."""
+    from .apply import _count_true
+
+    batch, n = flat.shape
+    # One score in 16: every 4th column of every 4th row (a grid that reads a quarter of the rows),
+    # or every 16th score of a map too narrow for it.
+    grid = flat.view(batch, n // width, width)[:, ::4, ::4] if width >= 16 else flat[:, ::_BRACKET_STEP]
+    sample = grid.reshape(batch, -1).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+    sample = sample.sort(dim=1, descending=True).values  # (B, m)
+    m = sample.shape[1]
+    fraction = counts.double() / n
+    # The count-th highest score sits near sample position count * m / n; bracket it by z
+    # binomial standard deviations (+2) on each side, read from the sorted sample.
+    centre = (fraction * m).round_().long() - 1
+    margin = (_BRACKET_Z * (m * fraction * (1 - fraction)).sqrt_()).ceil_().long() + 2
+    upper_at, lower_at = centre - margin, centre + margin
+    inf = torch.tensor(math.inf, dtype=flat.dtype)
+    upper = torch.where(upper_at >= 0, sample.gather(1, upper_at.clamp(0, m - 1)[:, None])[:, 0], inf)
+    lower = torch.where(lower_at < m, sample.gather(1, lower_at.clamp(0, m - 1)[:, None])[:, 0], -inf)
+    lower = torch.where(counts == 0, inf, lower)
+    above = flat > upper[:, None]  # all taken
+    inside = flat >= lower[:, None]  # the threshold lies among these
+    n_above = _count_true(above.view(torch.uint8))
+    n_inside = _count_true(inside.view(torch.uint8))
+    missed = (n_above > counts) | (n_inside < counts)  # NaN is in neither
+    if bool(missed.any()):  # rare (or NaN is needed): order these maps whole
+        rows = missed.nonzero()[:, 0]
+        above.index_fill_(0, rows, False)
+        inside.index_fill_(0, rows, True)
+        n_above = n_above.masked_fill(missed, 0)
+    index = inside.logical_xor_(above).view(-1).nonzero()[:, 0]  # candidates, ascending
+    rows = index // n
+    values = flat.view(-1).index_select(0, index)
+    if values.dtype == torch.float32:
+        # One sort of int64 keys (row, value descending, NaN last); ties keep the ascending index (stable).
+        bits = (values + 0.0).view(torch.int32).long()  # + 0.0: -0.0 ties with +0.0
+        ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # int order = float order
+        descending = (2**31 - 1 - ordered).masked_fill_(values.isnan(), 2**32)
+        order = torch.sort(rows * 2**33 + descending, stable=True).indices
+    else:
+        order = torch.sort(values.neg(), stable=True).indices  # the highest first, NaN last
+        order = order.index_select(0, torch.sort(rows.index_select(0, order), stable=True).indices)
+    index, rows = index.index_select(0, order), rows.index_select(0, order)
+    per_row = torch.bincount(rows, minlength=batch)
+    first = per_row.cumsum(0) - per_row
+    rank = torch.arange(index.numel()) - first.index_select(0, rows)
+    take = rank < (counts - n_above).index_select(0, rows)
+    return above.view(-1).index_fill_(0, index[take], True).view(batch, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# GridMix: independent grid cells, grids of several sizes in one batch
+# ---------------------------------------------------------------------------------------------
+
+
+def grids_to_masks(
+    sizes: Tensor, cells: Tensor, height: int, width: int, *, device: torch.device | str | None = None
+) -> Tensor:
+    """Pixel masks ``(B, H, W)`` of grids of several sizes: sample ``i`` uses ``cells[i, :g, :g]``, ``g = sizes[i]``.
+
+    Each grid tiles the image exactly as :func:`grid_to_masks` does (cell ``k`` of ``g`` covers
+    pixels ``ceil(k * H / g)`` up to ``ceil((k + 1) * H / g)``, and likewise for the width), in
+    one vectorised pass whatever the sizes, without a host synchronisation.
+
+    Args:
+        sizes: integer tensor ``(B,)`` of grid sizes in ``[1, G]``, each at most ``H`` and ``W``
+            (checked when on the CPU).
+        cells: boolean ``(B, G, G)``, on any device (:func:`sample_grids`).
+        height: image height ``H``.
+        width: image width ``W``.
+        device: where to build the masks; defaults to the cells' device.
+
+    Example:
+        >>> cells = torch.tensor([[[True, False], [False, True]], [[True, False], [False, False]]])
+        >>> grids_to_masks(torch.tensor([2, 1]), cells, 2, 4).int()
+        tensor([[[1, 1, 0, 0],
+                 [0, 0, 1, 1]],
+        <BLANKLINE>
+                [[1, 1, 1, 1],
+                 [1, 1, 1, 1]]], dtype=torch.int32)
+    """
+    _check_size(height, width)
+    if not isinstance(cells, Tensor) or cells.ndim != 3 or cells.shape[1] != cells.shape[2]:
+        raise ValueError(f"cells must be a tensor of shape (B, G, G), but got {_describe(cells)}.")
+    if cells.dtype != torch.bool:
+        raise TypeError(f"cells must be a boolean tensor, but got dtype {cells.dtype}.")
+    batch, grid = cells.shape[:2]
+    if (
+        not isinstance(sizes, Tensor)
+        or sizes.shape != (batch,)
+        or sizes.is_floating_point()
+        or sizes.is_complex()
+        or sizes.dtype == torch.bool
+    ):
+        got = _describe(sizes, dtype=True)
+        raise ValueError(f"sizes must be an integer tensor of shape ({batch},), but got {got}.")
+    if sizes.device.type == "cpu" and batch > 0:
+        low, high = (int(v) for v in torch.aminmax(sizes))
+        if low < 1 or high > min(grid, height, width):
+            raise ValueError(
+                f"sizes must be in [1, {min(grid, height, width)}] (the cells' side, at most H and W), "
+                f"but got values in [{low}, {high}]."
+            )
+    device = cells.device if device is None else torch.device(device)
+    cells = cells.to(device, non_blocking=True)
+    sizes = sizes.to(device, torch.int64, non_blocking=True)[:, None]
+    # Pixel r lies in cell floor(r * g / H): the tiling of cell_bounds. Two gathers, the second
+    # with a broadcast index: no (B, H, W) index is ever built.
+    row_cell = torch.arange(height, device=device) * sizes // height  # (B, H)
+    col_cell = torch.arange(width, device=device) * sizes // width  # (B, W)
+    rows = cells.view(torch.uint8).gather(1, row_cell[:, :, None].expand(batch, height, grid))  # (B, H, G)
+    return rows.gather(2, col_cell[:, None, :].expand(batch, height, width)).view(torch.bool)

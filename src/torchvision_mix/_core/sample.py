@@ -14,7 +14,14 @@ from torch import Tensor
 
 from ._checks import _check_concentration, _check_generator, _check_size
 
-__all__ = ["sample_beta", "sample_boxes"]
+__all__ = [
+    "sample_beta",
+    "sample_box_sizes",
+    "sample_boxes",
+    "sample_counts",
+    "sample_fourier_spectra",
+    "sample_grids",
+]
 
 
 def _check_box_size(size: object, height: int, width: int) -> tuple[int, int]:
@@ -181,3 +188,162 @@ def sample_boxes(
     if not per_sample:
         boxes = boxes.expand(batch_size, 4).contiguous()
     return boxes
+
+
+def sample_box_sizes(
+    batch_size: int,
+    height: int,
+    width: int,
+    *,
+    alpha: float = 1.0,
+    per_sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Sample CutMix box sides without a position: one size for the batch or one per sample.
+
+    The law of :func:`sample_boxes`: a target area ``t ~ Beta(alpha, alpha)`` and a box of
+    ``floor(sqrt(t) * H)`` by ``floor(sqrt(t) * W)`` pixels. For mixes that place the box
+    themselves (SaliencyMix centres it on the donor's most salient pixel).
+
+    Returns:
+        An int64 CPU tensor of shape ``(batch_size, 2)``: the box height and width of every row
+        (every row the same without ``per_sample``).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> sample_box_sizes(2, 224, 224, per_sample=True, generator=g).tolist()
+        [[220, 220], [188, 188]]
+    """
+    _check_size(height, width)
+    if not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"batch_size must be a non-negative int, but got {batch_size!r}.")
+    n = batch_size if per_sample else min(batch_size, 1)
+    side = sample_beta(n, alpha=alpha, generator=generator).sqrt_()
+    sizes = torch.stack([side.mul(height).floor_().long(), side.mul_(width).floor_().long()], 1)
+    return sizes if per_sample else sizes.expand(batch_size, 2).contiguous()
+
+
+def sample_counts(
+    batch_size: int,
+    total: int,
+    *,
+    alpha: float = 1.0,
+    per_sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Sample how many of ``total`` pixels to paste: ``round(t * total)``, ``t ~ Beta(alpha, alpha)``.
+
+    FMix's law for the pasted count (``total = H * W``). Rounded half to even, so the count lies
+    in ``[0, total]`` and its mean is ``total / 2`` for every ``alpha``.
+
+    Returns:
+        An int64 CPU tensor of shape ``(batch_size,)`` (every entry the same without
+        ``per_sample``).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> sample_counts(3, 100, per_sample=True, generator=g).tolist()
+        [97, 71, 46]
+    """
+    if not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"batch_size must be a non-negative int, but got {batch_size!r}.")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        raise ValueError(f"total must be a non-negative int, but got {total!r}.")
+    n = batch_size if per_sample else min(batch_size, 1)
+    counts = sample_beta(n, alpha=alpha, generator=generator).mul_(total).round_().long()
+    return counts if per_sample else counts.expand(batch_size).contiguous()
+
+
+def sample_fourier_spectra(
+    batch_size: int, height: int, width: int, *, generator: torch.Generator | None = None
+) -> Tensor:
+    """Draw FMix's random spectra: complex Gaussian coefficients of the ``H x W`` real-FFT half-plane.
+
+    Real and imaginary parts are independent standard normals, drawn as one float32 tensor
+    ``(batch_size, H, W // 2 + 1, 2)`` (real part first) from ``generator``;
+    :func:`~torchvision_mix.masks.fourier_noise` scales them by ``1 / f ** decay_power`` and
+    transforms them back to pixels, on any device.
+
+    Returns:
+        A complex64 CPU tensor of shape ``(batch_size, H, W // 2 + 1)``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> sample_fourier_spectra(2, 32, 48, generator=g).shape
+        torch.Size([2, 32, 25])
+    """
+    _check_size(height, width)
+    if not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"batch_size must be a non-negative int, but got {batch_size!r}.")
+    _check_generator(generator)
+    parts = torch.randn(batch_size, height, width // 2 + 1, 2, generator=generator)
+    return torch.view_as_complex(parts)
+
+
+def _check_grid_range(grid_size: object) -> tuple[int, int]:
+    """A grid size: an int ``g >= 1`` or an inclusive range ``(low, high)`` with ``1 <= low <= high``."""
+    pair = (grid_size, grid_size) if isinstance(grid_size, int) and not isinstance(grid_size, bool) else grid_size
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+        or not 1 <= pair[0] <= pair[1]
+    ):
+        raise ValueError(
+            f"grid_size must be an int >= 1 or an inclusive range (low, high) with 1 <= low <= high, "
+            f"but got {grid_size!r}."
+        )
+    return int(pair[0]), int(pair[1])
+
+
+def sample_grids(
+    batch_size: int,
+    *,
+    grid_size: int | tuple[int, int] = (2, 7),
+    alpha: float = 1.0,
+    cell_p: float | None = None,
+    per_sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sample GridMix grids: a grid size ``g`` and a ``g x g`` pattern of cells taken from the partner.
+
+    For each grid (one for the batch, or one per sample): ``g`` uniform over the inclusive range
+    ``grid_size``, then every cell is taken independently with probability ``t``:
+    ``t ~ Beta(alpha, alpha)``, or the fixed ``cell_p``. Drawn in this order: sizes, ``t`` (when
+    ``cell_p`` is ``None``), then one uniform number per cell of a ``high x high`` array
+    (a cell is taken when its number is below ``t``; a grid of size ``g`` uses the top-left
+    ``g x g`` cells).
+
+    Returns:
+        ``(sizes, cells)``: int64 ``(batch_size,)`` and boolean ``(batch_size, high, high)`` CPU
+        tensors, ``False`` outside each row's ``g x g`` corner. Without ``per_sample`` every row is
+        the same grid.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> sizes, cells = sample_grids(2, grid_size=(2, 3), per_sample=True, generator=g)
+        >>> sizes.tolist(), cells.shape
+        ([2, 3], torch.Size([2, 3, 3]))
+    """
+    low, high = _check_grid_range(grid_size)
+    if not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"batch_size must be a non-negative int, but got {batch_size!r}.")
+    if cell_p is not None and (
+        isinstance(cell_p, bool) or not isinstance(cell_p, (int, float)) or not 0.0 <= cell_p <= 1.0
+    ):
+        raise ValueError(f"cell_p must be a probability in [0, 1] or None, but got {cell_p!r}.")
+    _check_generator(generator)
+    n = batch_size if per_sample else min(batch_size, 1)
+    sizes = torch.randint(low, high + 1, (n,), generator=generator)
+    if cell_p is None:
+        t = sample_beta(n, alpha=alpha, generator=generator)
+    else:
+        t = torch.full((n,), float(cell_p), dtype=torch.float64)
+    u = torch.rand(n, high, high, dtype=torch.float64, generator=generator)
+    index = torch.arange(high)
+    inside = (index < sizes[:, None])[:, :, None] & (index < sizes[:, None])[:, None, :]
+    cells = (u < t[:, None, None]) & inside
+    if not per_sample:
+        sizes = sizes.expand(batch_size).contiguous()
+        cells = cells.expand(batch_size, high, high).contiguous()
+    return sizes, cells
