@@ -4,8 +4,7 @@ Each entry of ``MIXES`` is one mix (a factory ``(num_classes, generator) -> tran
 the checks that apply to it. Every entry runs through ``check_mix_transform`` on drawn input
 structures (tuple, list, dict, dict with a segmentation Mask and pass-through keys, ...),
 dtypes, batch sizes and seeds, and through a pickling round trip. A mix added to the package is
-added here by one line; those another branch adds (``_optional``) enter once they are importable
-from ``torchvision_mix``.
+added here by one line.
 """
 
 import pickle
@@ -19,8 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import torchvision_mix
-from torchvision_mix import AttentiveCutMix, CutMix, MaskMix, MixUp, RandomMix
+from torchvision_mix import AttentiveCutMix, CutMix, FMix, GridMix, MaskMix, MixUp, RandomMix, SaliencyMix
 from torchvision_mix.testing import check_mix_transform
 from torchvision_mix.testing import strategies as mst
 
@@ -87,13 +85,6 @@ class Mix:
         return mst.mix_inputs(images=images, structure=st.sampled_from(self.structures), extras=self.extras)
 
 
-def _optional(name, **options):
-    """The entry of a mix another branch adds, once ``torchvision_mix`` exports it."""
-    if not hasattr(torchvision_mix, name):
-        return []
-    return [Mix(name, lambda k, g: getattr(torchvision_mix, name)(num_classes=k, generator=g), **options)]
-
-
 MIXES = [
     Mix("CutMix", lambda k, g: CutMix(num_classes=k, generator=g)),
     Mix("CutMix-per_sample", lambda k, g: CutMix(num_classes=k, per_sample=True, generator=g)),
@@ -139,9 +130,14 @@ MIXES = [
         always_mixes=True,
     ),
     Mix("user-MaskMix", lambda k, g: Stripes(num_classes=k, per_sample=True, generator=g), always_mixes=True),
-    *_optional("SaliencyMix"),
-    *_optional("FMix"),
-    *_optional("GridMix"),
+    Mix("SaliencyMix", lambda k, g: SaliencyMix(num_classes=k, generator=g)),
+    Mix("SaliencyMix-per_sample-p0.7", lambda k, g: SaliencyMix(num_classes=k, per_sample=True, p=0.7, generator=g)),
+    Mix("FMix", lambda k, g: FMix(num_classes=k, generator=g)),
+    Mix("FMix-per_sample-inplace", lambda k, g: FMix(num_classes=k, per_sample=True, inplace=True, generator=g),
+        {"inplace": True}),
+    Mix("GridMix", lambda k, g: GridMix(grid_size=(2, 3), num_classes=k, generator=g), min_side=3),
+    Mix("GridMix-per_sample", lambda k, g: GridMix(grid_size=(1, 4), per_sample=True, num_classes=k, generator=g),
+        min_side=4),
     Mix("MixUp", lambda k, g: MixUp(num_classes=k, generator=g), kinds=BLEND, structures=NO_MASKS),
     Mix(
         "MixUp-per_sample-p0.5-inplace",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from torchvision_mix import AttentiveCutMix, CutMix, MixUp, RandomMix
+from torchvision_mix import AttentiveCutMix, CutMix, FMix, GridMix, MixUp, RandomMix, SaliencyMix
 from torchvision_mix.testing import check_mix_transform
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -23,6 +23,11 @@ def _transforms(num_classes):
         CutMix(num_classes=num_classes, per_sample=True, inplace=True, label_smoothing=0.1),
         AttentiveCutMix(feature_extractor=heat_net, num_classes=num_classes),
         AttentiveCutMix(feature_extractor=heat_net, num_classes=num_classes, top_k=None, alpha=1.0, per_sample=True),
+        SaliencyMix(num_classes=num_classes),
+        SaliencyMix(num_classes=num_classes, per_sample=True),
+        FMix(num_classes=num_classes, per_sample=True),
+        GridMix(num_classes=num_classes, per_sample=True, p=0.7),
+        RandomMix([FMix(), GridMix(), MixUp()], per_sample=True, num_classes=num_classes),
         MixUp(num_classes=num_classes),
         MixUp(num_classes=num_classes, per_sample=True, p=0.7, inplace=True),
         RandomMix([CutMix(), MixUp(alpha=0.8)], per_sample=True, num_classes=num_classes, label_smoothing=0.1),
@@ -67,6 +72,9 @@ def test_invariants_hold_on_the_gpu():
         lambda g: CutMix(num_classes=8, generator=g),
         lambda g: MixUp(num_classes=8, per_sample=True, generator=g),
         lambda g: RandomMix([CutMix(), MixUp()], per_sample=True, num_classes=8, generator=g),
+        lambda g: SaliencyMix(num_classes=8, per_sample=True, generator=g),
+        lambda g: FMix(num_classes=8, per_sample=True, generator=g),
+        lambda g: GridMix(num_classes=8, per_sample=True, generator=g),
     ],
 )
 def test_cpu_and_gpu_give_the_same_mix(make):
