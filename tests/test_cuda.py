@@ -72,9 +72,9 @@ def test_invariants_hold_on_the_gpu():
         lambda g: CutMix(num_classes=8, generator=g),
         lambda g: MixUp(num_classes=8, per_sample=True, generator=g),
         lambda g: RandomMix([CutMix(), MixUp()], per_sample=True, num_classes=8, generator=g),
-        lambda g: SaliencyMix(num_classes=8, per_sample=True, generator=g),
-        lambda g: FMix(num_classes=8, per_sample=True, generator=g),
         lambda g: GridMix(num_classes=8, per_sample=True, generator=g),
+        # SaliencyMix and FMix go through FFTs whose float32 rounding differs between devices, so a
+        # saliency peak or an FMix threshold can fall on another pixel: not compared bit for bit.
     ],
 )
 def test_cpu_and_gpu_give_the_same_mix(make):
