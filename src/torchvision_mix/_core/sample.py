@@ -31,8 +31,10 @@ def _check_box_size(size: object, height: int, width: int) -> tuple[int, int]:
         raise ValueError(f"The box ({h}x{w}) is larger than the image ({height}x{width}).")
     return h, w
 
+
 _CANDIDATES = 4  # Marsaglia-Tsang candidates drawn per sample and round
 _TINY = torch.finfo(torch.float64).tiny
+
 
 def _log_standard_gamma(n: int, shape: float, generator: torch.Generator | None) -> Tensor:
     """Log of ``n`` Gamma(shape, 1) draws (float64, CPU), by Marsaglia and Tsang's method.
