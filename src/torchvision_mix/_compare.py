@@ -308,16 +308,17 @@ def clutter_digits(digits: Tensor, canvas: int, pieces: int, piece: int, generat
     out = torch.zeros(n, canvas, canvas)
     every = torch.arange(n)[:, None, None]
 
-    def window(corner: Tensor, side: int) -> tuple[Tensor, Tensor]:
+    def window(rows_of: Tensor, corner: Tensor, side: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Indices of a ``side``-pixel square at ``corner`` (N, 2) in the images ``rows_of`` (N, 1, 1)."""
         span = torch.arange(side)
-        return (corner[:, 0, None] + span)[:, :, None], (corner[:, 1, None] + span)[:, None, :]
+        return rows_of, (corner[:, 0, None] + span)[:, :, None], (corner[:, 1, None] + span)[:, None, :]
 
-    out[(every, *window(torch.randint(0, canvas - size + 1, (n, 2), generator=generator), size))] = flat
+    out[window(every, torch.randint(0, canvas - size + 1, (n, 2), generator=generator), size)] = flat
     for _ in range(pieces):
-        source = torch.randint(0, n, (n,), generator=generator)
-        cut = window(torch.randint(0, size - piece + 1, (n, 2), generator=generator), piece)
-        put = (every, *window(torch.randint(0, canvas - piece + 1, (n, 2), generator=generator), piece))
-        out[put] = torch.maximum(out[put], flat[(source[:, None, None], *cut)])
+        source = torch.randint(0, n, (n,), generator=generator)[:, None, None]
+        cut = window(source, torch.randint(0, size - piece + 1, (n, 2), generator=generator), piece)
+        put = window(every, torch.randint(0, canvas - piece + 1, (n, 2), generator=generator), piece)
+        out[put] = torch.maximum(out[put], flat[cut])
     return out[:, None]
 
 
