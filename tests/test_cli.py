@@ -356,6 +356,7 @@ def test_cifar10_loading_and_its_offline_error(monkeypatch, tmp_path):
         (["compare", "--methods", "cutmix,fmixx"], "unknown method 'fmixx': choose from none, mixup"),
         (["compare", "--methods", ","], "names no method"),
         (["compare", "--seeds", "1"], "--seeds 1: the 95 % confidence intervals need at least 2 paired seeds"),
+        (["compare", "--image-size", "10", "--grid-size", "5"], "--image-size 10: the cluttered digits need a canvas"),
         (["compare", "--write", "/nonexistent/page.rst"], "--write /nonexistent/page.rst: cannot read it"),
         (["compare", "--write", os.path.join(DOCS, "index.rst")], "has no '.. begin-compare-main' ... '.. end-"),
         (["demo", "/nonexistent.png", "/nonexistent2.png"], "no such image file: /nonexistent.png"),
@@ -364,6 +365,7 @@ def test_cifar10_loading_and_its_offline_error(monkeypatch, tmp_path):
 )
 def test_bad_settings_give_one_line_and_exit_code_2(args, message, capsys, monkeypatch):
     monkeypatch.setattr(_compare, "run_compare", lambda *a: pytest.fail("must stop before training"))
+    monkeypatch.setattr(_compare, "train", lambda *a: pytest.fail("must stop before training"))
     try:
         code = cli.main(args)
     except SystemExit as exit_:

@@ -335,6 +335,8 @@ def load_cluttered_digits(
     digits of the same split (a small "cluttered MNIST", Mnih et al., 2014). The digits are split
     first (``train`` for training, the rest for testing), each split cluttered from its own digits.
     The construction is fixed (``seed``), independent of the runs' seeds."""
+    if canvas < digit:
+        raise CommandError(f"--image-size {canvas}: the cluttered digits need a canvas of at least {digit} pixels")
     try:
         from sklearn.datasets import load_digits
     except ImportError:
