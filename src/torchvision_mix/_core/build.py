@@ -205,7 +205,9 @@ def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float 
     filters; ``tests/test_saliencymix.py`` checks it against the steps written out literally.
 
     Args:
-        images: real tensor ``(B, C, H, W)``; computed in float32 (float64 stays float64).
+        images: real tensor ``(B, C, H, W)``; computed in float32 (float64 stays float64). The
+            result does not depend on the pixels' scale (up to rounding): integer images need no
+            division by their maximum.
         width: the width of the map, >= 1 (64, as in the paper).
         sigma: the Gaussian's standard deviation at a 64-pixel map, > 0.
 

@@ -120,10 +120,11 @@ class SaliencyMix(MaskMix):
         x = batch.as_subclass(Tensor)
         if x.ndim == 5:
             x = x[:, x.shape[1] // 2]
-        x = _to_float(x)
         with torch.no_grad():
             if self.saliency is None:
+                # The spectral residual is scale-invariant: integer pixels need no division by their maximum.
                 return spectral_residual_saliency(x, width=self.saliency_width)
+            x = _to_float(x)
             maps = self.saliency(x)
         if not isinstance(maps, Tensor):
             raise TypeError(f"The saliency callable must return a tensor, but returned {type(maps).__name__}.")
