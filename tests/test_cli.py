@@ -13,7 +13,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from torchvision.transforms import v2
 
 import torchvision_mix
 from torchvision_mix import __main__ as cli
@@ -181,12 +180,6 @@ def test_every_method_builds_and_mixes_or_says_what_it_needs(method):
     out, soft = mix(images, labels)
     assert out.shape == images.shape and soft.shape == (6, 10)
     torch.testing.assert_close(soft.sum(dim=1), torch.ones(6, dtype=soft.dtype))
-
-
-def test_mixup_falls_back_to_torchvision_without_ours(monkeypatch):
-    monkeypatch.delattr(torchvision_mix, "MixUp")
-    ctx = _compare.MixContext(num_classes=10, generator=torch.Generator())
-    assert isinstance(_compare.build_mix("mixup", ctx), v2.MixUp)
 
 
 def test_a_missing_class_or_option_is_one_line_when_chosen_and_skipped_by_default(monkeypatch):

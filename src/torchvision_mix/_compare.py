@@ -58,6 +58,7 @@ class MixContext:
     grid_size: int = 7
     top_k: int = 6
     image_size: int = 28
+    extractor_stride: int = 4  # input pixels per feature-map cell: 4 for SmallCNN, 8 for the ResNet-18
 
 
 class _Missing(Exception):
@@ -115,13 +116,7 @@ def _none(ctx: MixContext) -> None:
 
 
 def _mixup(ctx: MixContext) -> Any:
-    try:
-        mixup = _public("MixUp")
-    except ImportError:  # a version without torchvision_mix.MixUp: torchvision's (global RNG, seeded per run)
-        from torchvision.transforms.v2 import MixUp as TorchvisionMixUp
-
-        return TorchvisionMixUp(alpha=ctx.alpha, num_classes=ctx.num_classes)
-    return mixup(alpha=ctx.alpha, **_common(ctx))
+    return _make("MixUp", alpha=ctx.alpha, **_common(ctx))
 
 
 def _cutmix(ctx: MixContext) -> Any:
@@ -130,7 +125,13 @@ def _cutmix(ctx: MixContext) -> Any:
 
 def _attentive(ctx: MixContext) -> Any:
     return _make(
-        "AttentiveCutMix", feature_extractor=ctx.extractor, grid_size=ctx.grid_size, top_k=ctx.top_k, **_common(ctx)
+        "AttentiveCutMix",
+        feature_extractor=ctx.extractor,
+        # The attention is computed on a copy resized so that the extractor's map is at least the grid.
+        extractor_size=max(ctx.image_size, ctx.extractor_stride * ctx.grid_size),
+        grid_size=ctx.grid_size,
+        top_k=ctx.top_k,
+        **_common(ctx),
     )
 
 
@@ -719,6 +720,7 @@ def mix_context(settings: Settings, arm: Arm, num_classes: int, extractor: Any, 
         grid_size=settings.grid_size,
         top_k=arm.top_k,
         image_size=settings.image_size,
+        extractor_stride=4 if settings.model == "small" else 8,
     )
 
 
