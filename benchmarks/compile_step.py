@@ -7,7 +7,8 @@ The eager and compiled steps run interleaved, round by round, each on its own co
 and its own mix seeded alike; the script prints the median time per step, how many graphs the
 compiled step compiled in its first call and afterwards (over all the timed steps: new boxes must
 not recompile), and the first call's time (compilation included). It also checks that both steps
-mixed the same pixels and labels and computed close losses.
+mixed the same pixels and labels and computed close losses. Then it times the mix alone, eager
+against compiled.
 """
 
 from __future__ import annotations
@@ -139,7 +140,23 @@ def run(name: str, batch: int, size: int, steps: int, device: torch.device) -> d
                 e_out = out
         same_mix = same_mix and torch.equal(c_out[1], e_out[1]) and torch.equal(c_out[2], e_out[2])
         loss_diff = max(loss_diff, abs(float(c_out[0]) - float(e_out[0])))
+    # The mix alone, eager against compiled (fresh mixes seeded alike).
+    eager_mix, compiled_mix = make_mix(name, seed=2), make_mix(name, seed=2)
+    compiled_mix = torch.compile(compiled_mix, backend=CountingBackend())
+    compiled_mix(x, y, a)
+    eager_mix(x, y, a)
+    alone: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for i in range(steps):
+        for mode in ("eager", "compiled") if i % 2 == 0 else ("compiled", "eager"):
+            fn = compiled_mix if mode == "compiled" else eager_mix
+            sync()
+            start = time.perf_counter()
+            fn(x, y, a)
+            sync()
+            alone[mode].append(time.perf_counter() - start)
     return {
+        "mix_eager_ms": statistics.median(alone["eager"]) * 1e3,
+        "mix_compiled_ms": statistics.median(alone["compiled"]) * 1e3,
         "eager_ms": statistics.median(times["eager"]) * 1e3,
         "compiled_ms": statistics.median(times["compiled"]) * 1e3,
         "first_call_s": first,
@@ -157,23 +174,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per mode, after the first call")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mix", action="append", choices=MIXES, help="mixes to time (default: all)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
         f"batch {args.batch} x 3 x {args.size} x {args.size}, {args.steps} steps"
     )
     print(
-        "| mix | eager ms/step | compiled ms/step | first compiled call s | graphs (first call) | "
-        "graphs compiled after | same mix | max loss diff |"
+        "| mix | eager ms/step | compiled ms/step | mix alone, eager ms | mix alone, compiled ms | "
+        "first compiled step s | graphs (first step) | graphs compiled after | same mix | max loss diff |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     ok = True
     for name in args.mix or MIXES:
         r = run(name, args.batch, args.size, args.steps, device)
         ok = ok and bool(r["same_mix"])
         print(
-            f"| {name} | {r['eager_ms']:.2f} | {r['compiled_ms']:.2f} | {r['first_call_s']:.1f} | "
+            f"| {name} | {r['eager_ms']:.2f} | {r['compiled_ms']:.2f} | {r['mix_eager_ms']:.2f} | "
+            f"{r['mix_compiled_ms']:.2f} | {r['first_call_s']:.1f} | "
             f"{r['graphs_first_call']} | {r['graphs_after']} | {'yes' if r['same_mix'] else 'NO'} | "
             f"{r['max_loss_diff']:.1e} |",
             flush=True,

@@ -37,11 +37,8 @@ def mask_fractions(masks: Tensor, *, dtype: torch.dtype = torch.float32) -> Tens
     pixels = masks.shape[1] * masks.shape[2]
     if pixels == 0:
         raise ValueError(f"masks must hold at least one pixel, but got shape {tuple(masks.shape)}.")
-    if torch.compiler.is_compiling():
-        # Inductor sums the bools itself without a wide copy; the byte views break its CPU code.
-        counts = masks.reshape(masks.shape[0], pixels).sum(dim=1, dtype=torch.int64)
-    else:
-        counts = _count_true(masks.reshape(masks.shape[0], pixels).view(torch.uint8))
+    # Byte and word views of the mask: inductor compiles these (only bool-typed views broke it).
+    counts = _count_true(masks.reshape(masks.shape[0], pixels).view(torch.uint8))
     lam = counts.to(torch.float64).div_(pixels)
     return lam if dtype == torch.float64 else lam.to(dtype)
 
