@@ -108,7 +108,12 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
     out["ours MixUp inplace"] = lambda: MixUp(num_classes=NUM_CLASSES, inplace=True)
     for mode in ("batch", "elem"):
         name = f"timm Mixup recipe {mode}"
-        out[name] = functools.partial(timm_recipe, mode) if _has("timm") else "timm not installed"
+        if not _has("timm"):
+            out[name] = "timm not installed"
+        elif not dtype.is_floating_point:
+            out[name] = "timm's MixUp fails on uint8 images"
+        else:
+            out[name] = functools.partial(timm_recipe, mode)
     out["ours RandomMix recipe"] = functools.partial(recipe, False)
     out["ours RandomMix recipe per_sample"] = functools.partial(recipe, True)
     out["ours SaliencyMix"] = lambda: SaliencyMix(num_classes=NUM_CLASSES)
@@ -343,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--quick", action="store_true", help="one small case, 3 rounds (a smoke test)")
     parser.add_argument(
+        "--case", action="append", metavar="DTYPE:BATCH:SIZE", help="only these cases, e.g. float32:64:224 (repeatable)"
+    )
+    parser.add_argument(
         "--extractor-batch", type=int, default=8, help="batch for timing the ResNet-50 extractor (0: skip)"
     )
     parser.add_argument("--write", help="write the tables into this .rst file (between the marker lines)")
@@ -353,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     cases = [("float32", 8, 64)] if args.quick else CASES
+    if args.case:
+        cases = [(d, int(b), int(n)) for d, b, n in (c.split(":") for c in args.case)]
     rounds = 3 if args.quick else args.rounds
     all_results = []
     for dev in devices:
