@@ -84,8 +84,9 @@ def make_step(model: nn.Module, mix: Callable[..., Any]) -> Callable[..., Any]:
     def loss_of(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x, y = mix(x, y, a)
         loss = nn.functional.cross_entropy(model(x), y)
+        value = loss.detach()  # before backward(): a loss kept past it makes dynamo warn
         loss.backward()
-        return loss.detach(), x, y
+        return value, x, y
 
     def step(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, fn: Callable[..., Any]) -> tuple[torch.Tensor, ...]:
         out = fn(x, y, a)
