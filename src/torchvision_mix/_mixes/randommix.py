@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._base import _MixBase, _Weights
+from .._base import _lam_dtype, _MixBase, _Weights
 from .._inputs import _check_probability
 
 __all__ = ["RandomMix"]
@@ -158,16 +158,16 @@ class RandomMix(_MixBase):
         device = batch.device
         chosen_any = applied.to(device, non_blocking=True)
         if not parts:
-            zeros = torch.zeros(size, dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
+            zeros = torch.zeros(size, dtype=_lam_dtype(device), device=device)
             return _Weights(lam=zeros, applied=chosen_any, label=zeros)
         masks = [w.masks for w, _ in parts if w.masks is not None]
         blends = [w.blend for w, _ in parts if w.blend is not None]
         return _Weights(
-            lam=sum(w.lam for w, _ in parts[1:]) + parts[0][0].lam,  # samples of other mixes weigh 0 in each
+            lam=sum((w.lam for w, _ in parts[1:]), parts[0][0].lam),  # samples of other mixes weigh 0 in each
             applied=chosen_any,
             masks=_union(masks),
             blend=sum(blends[1:], blends[0]) if blends else None,
-            label=sum(label for _, label in parts[1:]) + parts[0][1],
+            label=sum((label for _, label in parts[1:]), parts[0][1]),
         )
 
 
