@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch._dynamo.utils import counters
 
-from torchvision_mix import AttentiveCutMix, CutMix, masks
+from torchvision_mix import AttentiveCutMix, CutMix, MixUp, RandomMix, masks
 from torchvision_mix.testing import strategies as mst
 
 K = 7  # classes
@@ -226,6 +226,16 @@ def make_mix(name: str):
             return out["image"], out["labels"]
 
         return mix
+    if name.startswith("RandomMix"):
+        recipe = RandomMix(
+            [CutMix(alpha=1.0), MixUp(alpha=0.8)],
+            p=[0.5, 0.5],
+            per_sample=True,
+            num_classes=K,
+            label_smoothing=0.1,
+            generator=generator,
+        )
+        return lambda x, y, attention: recipe(x, y)
     if name == "CutMix":
         cutmix = CutMix(num_classes=K, generator=generator)
     else:  # torch's global generator, seeded before each step; and a p draw per sample
@@ -257,7 +267,9 @@ class CountingInductor:
         return compile_fx(gm, example_inputs)
 
 
-@pytest.mark.parametrize("name", ["CutMix", "CutMix per_sample, p=0.9, global generator", "AttentiveCutMix"])
+@pytest.mark.parametrize(
+    "name", ["CutMix", "CutMix per_sample, p=0.9, global generator", "AttentiveCutMix", "RandomMix recipe per_sample"]
+)
 def test_compiled_step_matches_eager_breaks_only_at_draws_never_recompiles(name):
     torch._dynamo.reset()
     counters.clear()

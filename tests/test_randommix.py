@@ -89,6 +89,45 @@ def test_choice_probabilities_are_followed():
     assert "blend" not in [k for k, _, _ in _classify(only_cutmix(x, labels)[0], x)]
 
 
+def test_p_is_the_choice_probabilities_read_back_settable_and_checked():
+    mix = RandomMix([CutMix(), MixUp()], p=[0.3, 0.7], mix_p=0.4, num_classes=2)
+    assert mix.p == [0.3, 0.7] and mix.mix_p == 0.4  # as given, like v2.RandomChoice's p
+    assert RandomMix([CutMix(), MixUp()], p=[1, 3]).p == [1.0, 3.0]
+    assert RandomMix([CutMix(), MixUp(), CutMix()]).p == [1.0, 1.0, 1.0]
+    mix.p = [0.0, 1.0]  # between batches: only MixUp from now on
+    assert mix.p == [0.0, 1.0]
+    x = torch.rand(32, 1, 6, 6)
+    kinds = {k for k, _, _ in _classify(mix(x, torch.zeros(32, dtype=torch.long))[0], x)}
+    assert kinds <= {"blend", "none"}
+    mix.per_sample = True
+    mix.p = [1.0, 0.0]
+    kinds = {k for k, _, _ in _classify(mix(x, torch.zeros(32, dtype=torch.long))[0], x)}
+    assert kinds <= {"paste", "none"} and "paste" in kinds
+    refused = [([-0.1, 1.1], ">= 0"), ([1.0], "one probability per mix"), ([0, 0], "sum to 0"), (0.5, "per mix")]
+    for bad, match in refused:
+        with pytest.raises(ValueError, match=match):
+            mix.p = bad
+    assert mix.p == [1.0, 0.0]  # a refused value changes nothing
+
+
+def test_repr_shows_the_options_in_force():
+    mix = RandomMix(
+        [CutMix(num_classes=5, label_smoothing=0.2, alpha=0.5), MixUp(alpha=0.8, inplace=True, p=0.1)],
+        p=[0.3, 0.7],
+        num_classes=7,
+        label_smoothing=0.1,
+        inplace=True,
+    )
+    text = repr(mix)
+    head, children = text.split("(transforms)")
+    for option in ("p=[0.3, 0.7]", "mix_p=1.0", "num_classes=7", "label_smoothing=0.1", "inplace=True"):
+        assert option in head
+    assert "CutMix(alpha=0.5" in children and "MixUp(alpha=0.8)" in children
+    for overridden in ("num_classes", "label_smoothing", "inplace", "per_sample", "p="):
+        assert overridden not in children, (overridden, children)
+    assert "label_smoothing=0.2" in repr(CutMix(num_classes=5, label_smoothing=0.2))  # alone: all of them
+
+
 def test_mix_p_gates_per_batch_and_per_sample():
     x, labels = torch.rand(200, 3, 4, 4), torch.arange(200) % 7
     out, soft = _recipe(mix_p=0.0)(x, labels)

@@ -101,7 +101,7 @@ class _MixBase(Transform):
         label_smoothing = _checks._check_label_smoothing(label_smoothing)
         _checks._check_generator(generator)
         self.num_classes = num_classes
-        self.p = p
+        self._p = _check_probability(p)
         self.per_sample = bool(per_sample)
         self.inplace = bool(inplace)
         self.label_smoothing = label_smoothing
@@ -121,7 +121,13 @@ class _MixBase(Transform):
     def p(self, value: float) -> None:
         self._p = _check_probability(value)
 
+    #: Options a switch (:class:`~torchvision_mix.RandomMix`) sets for the children it adopts.
+    _switch_options = frozenset({"num_classes", "per_sample", "inplace", "label_smoothing"})
+
     def extra_repr(self) -> str:
+        if getattr(self, "_adopted", False):  # a RandomMix child: show only what is in force
+            options = super().extra_repr().split(", ")
+            return ", ".join(o for o in options if o.split("=", 1)[0] not in self._switch_options)
         return ", ".join(filter(None, [f"p={self._p}", super().extra_repr()]))
 
     def __getstate__(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._base import _lam_dtype, _MixBase, _Weights
+from .._base import _MixBase, _Weights
 from .._inputs import _check_probability
 
 __all__ = ["RandomMix"]
@@ -47,7 +47,9 @@ class RandomMix(_MixBase):
     Args:
         transforms: the mixes to choose from: instances of this package's mixes, or of your own
             :class:`~torchvision_mix.MaskMix` subclasses.
-        p: the probability of choosing each mix (normalised; ``None``: equal).
+        p: the probability of choosing each mix, one number >= 0 per mix (normalised when drawn;
+            ``None``: equal). Like ``v2.RandomChoice``'s ``p``; the attribute reads back what was
+            given and may be set between batches.
         mix_p: the probability of mixing at all (per batch, or per sample with ``per_sample``).
         num_classes: as in :class:`~torchvision_mix.CutMix`.
         labels_getter: as in :class:`~torchvision_mix.CutMix`.
@@ -96,8 +98,8 @@ class RandomMix(_MixBase):
                     "RandomMix chooses among this package's mixes (CutMix, MixUp, ... or a MaskMix subclass), "
                     f"but got a {type(t).__module__}.{type(t).__name__}."
                 )
-        self.choice_p = _check_choice_probabilities(p, len(transforms))
         self.transforms = nn.ModuleList(self._adopt(t) for t in transforms)
+        self.p = [1.0] * len(transforms) if p is None else p
         self._mixes_segmentation = all(t._mixes_segmentation for t in self._children())
 
     def _adopt(self, child: _MixBase) -> _MixBase:
@@ -107,7 +109,20 @@ class RandomMix(_MixBase):
         mine.per_sample = self.per_sample
         mine.inplace = False
         mine._p = 1.0
+        mine._adopted = True  # its repr shows only its own mix parameters
         return mine
+
+    @property  # type: ignore[override]
+    def p(self) -> list[float]:
+        """The probability of choosing each mix, as given (they are normalised when drawn).
+
+        May be set between batches, like ``v2.RandomChoice``'s; checked on every assignment.
+        """
+        return list(self._choice_p)
+
+    @p.setter
+    def p(self, value: Sequence[float]) -> None:
+        self._choice_p = _check_choice_probabilities(value, len(self.transforms))
 
     @property
     def mix_p(self) -> float:
@@ -119,7 +134,10 @@ class RandomMix(_MixBase):
         self._p = _check_probability(value)
 
     def extra_repr(self) -> str:
-        return f"p={self.choice_p}, mix_p={self._p}, per_sample={self.per_sample}, num_classes={self.num_classes}"
+        return (
+            f"p={self._choice_p}, mix_p={self._p}, per_sample={self.per_sample}, num_classes={self.num_classes}, "
+            f"label_smoothing={self.label_smoothing}, inplace={self.inplace}"
+        )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -141,25 +159,19 @@ class RandomMix(_MixBase):
 
     def _make_weights(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> _Weights:
         children = self._children()
-        probabilities = torch.tensor(self.choice_p, dtype=torch.float64)
         if not isinstance(applied, Tensor):
-            k = int(torch.multinomial(probabilities, 1, generator=self.generator))  # a CPU draw
+            k = int(self._draw_choice(1)[0])
             weights = children[k]._make_weights(batch, True, side_inputs)
             weights.label = children[k]._label_weights(weights)
             return weights
-        size = batch.shape[0]
-        choice = torch.multinomial(probabilities, size, replacement=True, generator=self.generator)
+        choice = self._draw_choice(batch.shape[0])
+        # Every child builds its weights, with the samples it was chosen for (possibly none): no
+        # branch on the draws, so that torch.compile does not break its graph here.
         parts = []
         for k, child in enumerate(children):
-            chosen = applied & (choice == k)  # CPU tensors: reading them costs no synchronisation
-            if bool(chosen.any()):
-                part = child._make_weights(batch, chosen, side_inputs)
-                parts.append((part, child._label_weights(part)))
-        device = batch.device
-        chosen_any = applied.to(device, non_blocking=True)
-        if not parts:
-            zeros = torch.zeros(size, dtype=_lam_dtype(device), device=device)
-            return _Weights(lam=zeros, applied=chosen_any, label=zeros)
+            part = child._make_weights(batch, applied & (choice == k), side_inputs)
+            parts.append((part, child._label_weights(part)))
+        chosen_any = applied.to(batch.device, non_blocking=True)
         masks = [w.masks for w, _ in parts if w.masks is not None]
         blends = [w.blend for w, _ in parts if w.blend is not None]
         return _Weights(
@@ -171,6 +183,14 @@ class RandomMix(_MixBase):
         )
 
 
+    @torch.compiler.disable  # drawn in eager mode from the CPU generator, compiled or not
+    def _draw_choice(self, size: int) -> Tensor:
+        """The chosen child of each of ``size`` samples (a CPU int64 tensor)."""
+        total = sum(self._choice_p)
+        probabilities = torch.tensor([v / total for v in self._choice_p], dtype=torch.float64)
+        return torch.multinomial(probabilities, size, replacement=True, generator=self.generator)
+
+
 def _union(masks: list[Tensor]) -> Tensor | None:
     if not masks:
         return None
@@ -180,9 +200,7 @@ def _union(masks: list[Tensor]) -> Tensor | None:
     return out
 
 
-def _check_choice_probabilities(p: Sequence[float] | None, n: int) -> list[float]:
-    if p is None:
-        return [1.0 / n] * n
+def _check_choice_probabilities(p: Sequence[float], n: int) -> list[float]:
     if isinstance(p, (str, bytes)) or not isinstance(p, Sequence) or len(p) != n:
         raise ValueError(f"p must hold one probability per mix ({n}), but got {p!r}.")
     values = []
@@ -190,7 +208,6 @@ def _check_choice_probabilities(p: Sequence[float] | None, n: int) -> list[float
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or math.isinf(v):
             raise ValueError(f"p must hold finite probabilities >= 0, but got {p!r}.")
         values.append(float(v))
-    total = sum(values)
-    if total <= 0:
+    if sum(values) <= 0:
         raise ValueError(f"p must not sum to 0: at least one mix must be possible, but got {p!r}.")
-    return [v / total for v in values]
+    return values
