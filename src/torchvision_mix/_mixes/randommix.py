@@ -120,7 +120,7 @@ class RandomMix(_MixBase):
         """
         return list(self._choice_p)
 
-    @p.setter
+    @p.setter  # type: ignore[override]
     def p(self, value: Sequence[float]) -> None:
         self._choice_p = _check_choice_probabilities(value, len(self.transforms))
 
