@@ -31,6 +31,46 @@ def test_bad_constructor_arguments(kwargs, error, match):
         CutMix(**kwargs)
 
 
+def _boolean_options():
+    from torchvision_mix import AttentiveCutMix, FMix, GridMix, MaskMix, MixUp, RandomMix, SaliencyMix
+
+    class Mine(MaskMix):
+        def make_masks(self, batch):
+            return torch.zeros(batch.shape[0], *batch.shape[-2:], dtype=torch.bool)
+
+    extractor = torch.nn.Conv2d(3, 4, 1)
+    mixes = {
+        "CutMix": CutMix,
+        "AttentiveCutMix": lambda **kw: AttentiveCutMix(feature_extractor=extractor, **kw),
+        "SaliencyMix": SaliencyMix,
+        "FMix": FMix,
+        "GridMix": GridMix,
+        "MixUp": MixUp,
+        "RandomMix": lambda **kw: RandomMix([CutMix()], **kw),
+        "MaskMix subclass": Mine,
+    }
+    cases = [(name, make, option) for name, make in mixes.items() for option in ("per_sample", "inplace")]
+    cases += [("AttentiveCutMix", mixes["AttentiveCutMix"], option) for option in ("autocast", "channels_last")]
+    cases += [("AttentiveCutMix default", AttentiveCutMix, "normalize")]
+    return cases
+
+
+@pytest.mark.parametrize("bad", ["yes", 1.5, None, 1, 0])
+@pytest.mark.parametrize(("name", "make", "option"), _boolean_options(), ids=lambda v: v if isinstance(v, str) else "")
+def test_boolean_options_refuse_non_booleans(name, make, option, bad):
+    with pytest.raises(TypeError, match=rf"{option} must be True or False, but got {bad!r}"):
+        make(**{option: bad})
+    make(**{option: True})  # a real bool is taken
+
+
+@pytest.mark.parametrize("bad", ["yes", None, 1])
+def test_feature_extractor_normalize_refuses_non_booleans(bad):
+    from torchvision_mix import attention
+
+    with pytest.raises(TypeError, match="normalize must be True or False"):
+        attention.feature_extractor("resnet18", weights=None, normalize=bad)
+
+
 def _cases():
     img = torch.rand(4, 3, 8, 8)
     idx = torch.tensor([0, 1, 2, 3])

@@ -102,8 +102,8 @@ class _MixBase(Transform):
         _checks._check_generator(generator)
         self.num_classes = num_classes
         self._p = _check_probability(p)
-        self.per_sample = bool(per_sample)
-        self.inplace = bool(inplace)
+        self.per_sample = _checks._check_bool("per_sample", per_sample)
+        self.inplace = _checks._check_bool("inplace", inplace)
         self.label_smoothing = label_smoothing
         self.generator = generator
         self._labels_getter = _parse_labels_getter(labels_getter)

@@ -24,7 +24,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from ._core._checks import _describe
+from ._core._checks import _check_bool, _describe
 
 __all__ = ["FeatureExtractor", "feature_extractor", "heatmaps"]
 
@@ -49,7 +49,7 @@ class FeatureExtractor(nn.Module):
     def __init__(self, backbone: nn.Module, *, normalize: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
-        self.normalize = normalize
+        self.normalize = _check_bool("normalize", normalize)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
 

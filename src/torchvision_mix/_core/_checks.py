@@ -15,6 +15,13 @@ def _describe(x: object, *, dtype: bool = False) -> str:
     return type(x).__name__
 
 
+def _check_bool(name: str, value: object) -> bool:
+    """A boolean option: ``True`` or ``False`` only (``"yes"``, ``1.5`` or ``None`` are refused)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, but got {value!r} ({type(value).__name__}).")
+    return value
+
+
 def _check_concentration(name: str, value: object) -> float:
     """A Beta concentration (``alpha``): a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):

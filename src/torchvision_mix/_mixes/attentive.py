@@ -15,7 +15,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 
 from .._base import MaskMix
-from .._core._checks import _check_concentration
+from .._core._checks import _check_bool, _check_concentration
 from .._core.build import grid_to_masks, top_k_cells
 from .._core.sample import sample_beta
 
@@ -227,8 +227,7 @@ class AttentiveCutMix(MaskMix):
             )
         if weights_path is not None and not isinstance(weights_path, (str, os.PathLike)):
             raise TypeError(f"weights_path must be a path or None, but got {type(weights_path).__name__}.")
-        if not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be a bool, but got {type(normalize).__name__}.")
+        _check_bool("normalize", normalize)
         if feature_extractor is None and weights is not None and weights_path is None:
             from ..attention import _resolve_weights
 
@@ -240,8 +239,8 @@ class AttentiveCutMix(MaskMix):
         self.grid_size = grid_size
         self.top_k = top_k
         self.alpha = alpha
-        self.autocast = bool(autocast)
-        self.channels_last = bool(channels_last)
+        self.autocast = _check_bool("autocast", autocast)
+        self.channels_last = _check_bool("channels_last", channels_last)
         self.feature_extractor = feature_extractor
         self.extractor_size = _check_extractor_size(extractor_size)
         self.weights = weights
