@@ -334,6 +334,53 @@ def test_precomputed_feature_maps_and_a_custom_attention_getter():
     assert torch.equal(foreign_masks(out_images, images), expected_masks(maps, 7, 6, 28, 28))
 
 
+@pytest.mark.parametrize("shape", [(4, 7, 7), (4, 5, 14, 14)])
+def test_a_third_positional_tensor_is_the_attention(shape):
+    def forbidden(x):
+        raise AssertionError("the feature extractor must not run")
+
+    heat = torch.rand(*shape)
+    images = torch.rand(4, 3, 28, 28)
+    out, soft, out_heat = AttentiveCutMix(feature_extractor=forbidden, num_classes=4)(images, torch.arange(4), heat)
+    assert out_heat is heat and soft.shape == (4, 4)
+    assert torch.equal(foreign_masks(out, images), expected_masks(heat, 7, 6, 28, 28))
+    # A third value that is not a tensor is passed through, and the extractor computes the attention.
+    maps = torch.rand(4, 2, 7, 7)
+    out, _, name = AttentiveCutMix(feature_extractor=Planted(maps), num_classes=4)(images, torch.arange(4), "ids")
+    assert name == "ids" and torch.equal(foreign_masks(out, images), expected_masks(maps, 7, 6, 28, 28))
+
+
+def test_precomputed_attention_with_nan_is_refused_on_the_cpu():
+    heat = torch.rand(2, 7, 7)
+    heat[1, 3, 3] = float("nan")
+    images = torch.rand(2, 3, 28, 28)
+    before = images.clone()
+    with pytest.raises(ValueError, match="attention holds NaN"):
+        AttentiveCutMix(feature_extractor=lambda x: 1 / 0, num_classes=2, inplace=True)(images, torch.arange(2), heat)
+    assert torch.equal(images, before)
+
+
+def test_grey_images_reach_the_default_extractor_as_rgb_and_other_channel_counts_are_refused(monkeypatch):
+    planted = Planted(torch.rand(3, 4, 7, 7))
+    monkeypatch.setattr(AttentiveCutMix, "_build_default_extractor", lambda self: planted)
+    grey = torch.rand(3, 1, 28, 28)
+    out, _ = AttentiveCutMix(num_classes=3)(grey, torch.arange(3))
+    (call,) = planted.calls
+    assert call["shape"] == (3, 3, 28, 28) and out.shape == grey.shape
+    assert all(torch.equal(call["x"][:, c], grey[:, 0]) for c in range(3))  # R = G = B = grey
+    assert torch.equal(foreign_masks(out, grey), expected_masks(planted.maps, 7, 6, 28, 28))
+    for channels in (2, 4):
+        images = torch.rand(3, channels, 28, 28)
+        before = images.clone()
+        with pytest.raises(ValueError, match=rf"RGB or grey images, but got {channels} channels"):
+            AttentiveCutMix(num_classes=3, inplace=True)(images, torch.arange(3))
+        assert torch.equal(images, before) and len(planted.calls) == 1
+    # Your own extractor takes whatever it takes.
+    own = Planted(torch.rand(3, 4, 7, 7))
+    AttentiveCutMix(feature_extractor=own, num_classes=3)(torch.rand(3, 4, 28, 28), torch.arange(3))
+    assert own.calls[0]["shape"] == (3, 4, 28, 28)
+
+
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_random_top_k_from_beta(per_sample):
     maps = torch.rand(6, 1, 7, 7)
@@ -473,7 +520,7 @@ def test_heatmaps_pool_other_sizes():
         ({"extractor_size": "224"}, ValueError, "extractor_size must be"),
         ({"weights": "NOPE"}, ValueError, "Unknown weights 'NOPE' for resnet50"),
         ({"weights_path": 3}, TypeError, "weights_path must be a path"),
-        ({"normalize": 1}, TypeError, "normalize must be a bool"),
+        ({"normalize": 1}, TypeError, "normalize must be True or False"),
         ({"feature_extractor": nn.Identity(), "normalize": False}, ValueError, "configure the default"),
         ({"feature_extractor": nn.Identity(), "weights": None}, ValueError, "configure the default"),
         ({"feature_extractor": nn.Identity(), "weights_path": "r.pth"}, ValueError, "configure the default"),
@@ -643,6 +690,7 @@ def test_offline_default_fails_once_and_names_only_arguments_it_takes(monkeypatc
     assert len(set(messages)) == 1
     message = messages[0]
     assert "AttentiveCutMix(weights_path='resnet50.pth')" in message and os.path.join(str(tmp_path), "hub") in message
+    assert "mix(images, labels, attention)" in message  # the way out that needs no network
     assert "resnet50-" in message and "remembered" in message
     named = set(re.findall(r"\b(\w+)=", message))
     assert named and named <= set(inspect.signature(AttentiveCutMix).parameters)

@@ -93,7 +93,8 @@ def _offline_hint(name: str, weights: Any, owner: str) -> str:
     if owner == "AttentiveCutMix":
         options = (
             f"pass AttentiveCutMix(weights_path='{name}.pth') (a state dict of torchvision's {name}), "
-            "weights=None for an untrained network, a feature_extractor= module, or precomputed attention maps"
+            "weights=None for an untrained network, a feature_extractor= module, or give precomputed attention "
+            "and no network runs: mix(images, labels, attention), attention maps (B, h, w) of the batch"
         )
         what = f"the default feature extractor of AttentiveCutMix ({name}, {weights})"
     else:

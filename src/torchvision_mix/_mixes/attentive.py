@@ -18,12 +18,16 @@ from .._base import MaskMix
 from .._core._checks import _check_bool, _check_concentration
 from .._core.build import grid_to_masks, top_k_cells
 from .._core.sample import sample_beta
+from .._inputs import _is_pure_tensor
 
 __all__ = ["AttentiveCutMix"]
 
 
 def _default_attention_getter(inputs: Any) -> Tensor | None:
-    """The value of a dict key containing 'attention' or 'heatmap' (case-insensitive), if any."""
+    """The third plain tensor of ``(images, labels, attention)``, else the value of a dict key
+    containing 'attention' or 'heatmap' (case-insensitive), if any."""
+    if isinstance(inputs, (tuple, list)) and len(inputs) >= 3 and _is_pure_tensor(inputs[2]):
+        return inputs[2]
     if isinstance(inputs, (tuple, list)) and len(inputs) >= 2:
         inputs = inputs[1]
     if not isinstance(inputs, collections.abc.Mapping):
@@ -115,7 +119,8 @@ class AttentiveCutMix(MaskMix):
             :func:`torchvision_mix.attention.feature_extractor` from ``weights``,
             ``weights_path`` and ``normalize``. If it cannot be built (offline), the
             ``RuntimeError`` says what to do; the failure is remembered, and later batches raise
-            the same error without trying again.
+            the same error without trying again. It takes RGB images; grey ones (1 channel)
+            reach it with the channel repeated, other channel counts raise a ``ValueError``.
         extractor_size: compute the attention on a copy of the batch resized to this size (an int
             or ``(h, w)``; bilinear, no antialiasing), e.g. ``224`` for 32×32 CIFAR images and an
             ImageNet ResNet, whose 1×1 map would be coarser than the grid. Only the extractor
@@ -141,12 +146,13 @@ class AttentiveCutMix(MaskMix):
             reach it unchanged; integer batches are first scaled to float32 in [0, 1] (divided by
             their dtype's maximum, 255 for uint8). Videos give their middle frame.
         attention_getter: where precomputed attention comes from, so no forward pass runs:
-            ``"default"`` takes the value of a dict key containing ``attention`` or ``heatmap``
-            (case-insensitive) when there is one; a callable gets the transform's input and
+            ``"default"`` takes the third argument of ``mix(images, labels, attention)`` when it
+            is a plain tensor, else the value of a dict key containing ``attention`` or
+            ``heatmap`` (case-insensitive) when there is one; a callable gets the transform's input and
             returns a tensor or ``None``; ``None`` never looks. Attention is heatmaps
             ``(B, h, w)`` or feature maps ``(B, C, h, w)`` of the samples themselves (not of
             their donors), pooled to the grid like the extractor's output; it is passed through
-            unchanged.
+            unchanged. CPU attention holding ``NaN`` is refused (device tensors are not read).
         autocast: run the feature extractor under :func:`torch.autocast` (bfloat16 on CPU,
             float16 on CUDA).
         channels_last: give the feature extractor a channels_last batch (faster convolutions).
@@ -271,6 +277,13 @@ class AttentiveCutMix(MaskMix):
                     "AttentiveCutMix() needs images to compute attention, but got only segmentation masks; "
                     "pass the images too, or precomputed attention."
                 )
+            channels = batch.shape[-3]
+            if self.feature_extractor is None and channels not in (1, 3):
+                raise ValueError(
+                    f"The default feature extractor (an ImageNet ResNet-50) takes RGB or grey images, but got "
+                    f"{channels} channels (shape {tuple(batch.shape)}): pass a feature_extractor for them, or "
+                    "precomputed attention."
+                )
             return
         if not isinstance(attention, Tensor):
             raise TypeError(f"The attention must be a tensor, but got {type(attention).__name__}.")
@@ -281,6 +294,9 @@ class AttentiveCutMix(MaskMix):
             )
         if attention.is_complex() or attention.dtype == torch.bool:
             raise TypeError(f"The attention must be real numbers, but got dtype {attention.dtype}.")
+        # NaN would leave the top-k undefined. Read on CPU tensors only: no device synchronisation.
+        if attention.device.type == "cpu" and attention.is_floating_point() and bool(attention.isnan().any()):
+            raise ValueError("The attention holds NaN, which has no rank among the cells: replace it first.")
         ah, aw = attention.shape[-2], attention.shape[-1]
         if ah < self.grid_size or aw < self.grid_size:
             raise ValueError(
@@ -307,7 +323,8 @@ class AttentiveCutMix(MaskMix):
         if default is None:
             default = self._build_default_extractor()
             self._default_extractor = default
-        if next(default.parameters()).device != device:
+        param = next(default.parameters(), None)
+        if param is not None and param.device != device:
             default.to(device)
         return default
 
@@ -391,6 +408,8 @@ class AttentiveCutMix(MaskMix):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         extractor = self._extractor(x.device)
+        if self.feature_extractor is None and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # grey images, as RGB with R = G = B, for the RGB network
         weight = _floating_parameter(extractor)
         if weight is not None and x.dtype != weight.dtype:
             x = x.to(weight.dtype)  # a float16/bfloat16/float64 batch meets a float32 module in its dtype
