@@ -266,3 +266,29 @@ def test_wrong_label_shapes_for_real_images(images, shape, soft):
         assert torch.equal(images, before)
         return
     assert labels.shape[0] == images.shape[0] and out_labels.shape == (images.shape[0], 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("mix_name", ["CutMix", "MixUp", "RandomMix"])
+def test_class_indices_of_every_integer_dtype_are_taken_as_int64_ones(dtype, mix_name):
+    from torchvision_mix import MixUp, RandomMix
+
+    make = {
+        "CutMix": lambda: CutMix(num_classes=5, per_sample=True, generator=torch.Generator().manual_seed(0)),
+        "MixUp": lambda: MixUp(num_classes=5, per_sample=True, generator=torch.Generator().manual_seed(0)),
+        "RandomMix": lambda: RandomMix(
+            [CutMix(), MixUp()], num_classes=5, per_sample=True, generator=torch.Generator().manual_seed(0)
+        ),
+    }[mix_name]
+    images, labels = torch.rand(6, 3, 8, 8), torch.tensor([0, 4, 2, 3, 1, 4])
+    expected_images, expected = make()(images, labels)
+    out_images, soft = make()(images, labels.to(dtype))
+    assert torch.equal(out_images, expected_images) and torch.equal(soft, expected) and soft.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"Class indices must be in \[0, 5\), but got 5"):
+        make()(images, torch.tensor([0, 5, 2, 3, 1, 4], dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_index_labels_of_a_non_integer_dtype_are_refused_with_what_is_accepted(dtype):
+    with pytest.raises(TypeError, match=rf"any integer dtype: int64, int32, uint8, \.\.\.\), but got dtype {dtype}"):
+        CutMix(num_classes=3)(torch.rand(2, 3, 4, 4), torch.zeros(2, dtype=dtype))

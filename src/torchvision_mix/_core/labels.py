@@ -14,7 +14,7 @@ __all__ = ["mix_labels"]
 def _check_labels(labels: Tensor, *, num_classes: int | None, batch_size: int | None = None) -> None:
     """Raise ``TypeError``/``ValueError`` unless ``labels`` are valid index or soft labels.
 
-    Index labels: integer tensor ``(B,)`` with values in ``[0, num_classes)``; the range is
+    Index labels: a tensor ``(B,)`` of any integer dtype with values in ``[0, num_classes)``; the range is
     checked on CPU tensors only, since reading a device tensor would force a host
     synchronisation (as :func:`torch.nn.functional.one_hot` does, an out-of-range index on a GPU
     triggers a device-side error later instead). Soft labels: tensor ``(B, K)``, ``K`` equal to
@@ -44,7 +44,8 @@ def _check_labels(labels: Tensor, *, num_classes: int | None, batch_size: int | 
         return
     if labels.is_floating_point() or labels.dtype == torch.bool:
         raise TypeError(
-            f"Index labels of shape (batch_size,) must be an integer tensor (int64), but got dtype {labels.dtype}."
+            "Index labels of shape (batch_size,) must be an integer tensor (any integer dtype: int64, int32, "
+            f"uint8, ...), but got dtype {labels.dtype}."
         )
     if num_classes is None:
         raise ValueError("num_classes must be passed when the labels are class indices of shape (batch_size,).")
@@ -66,7 +67,7 @@ def mix_labels(
     """Mix labels by the pasted fractions: ``out[i] = (1 - lam[i]) * y[i] + lam[i] * y[partner[i]]``.
 
     Args:
-        labels: class indices ``(B,)`` (integer; need ``num_classes``) or soft labels ``(B, K)``.
+        labels: class indices ``(B,)`` (any integer dtype; need ``num_classes``) or soft labels ``(B, K)``.
         lam: the pasted fraction of every sample, ``(B,)`` in [0, 1] (checked on CPU tensors),
             from :func:`mask_fractions`.
         num_classes: number of classes for index labels; checked against ``K`` for soft labels.
