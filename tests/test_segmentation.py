@@ -78,3 +78,26 @@ def test_boxes_and_keypoints_are_refused_with_the_reason(kind):
     for transform in _transforms(0, True):
         with pytest.raises(TypeError, match="cannot be mixed by a pixel mask"):
             transform(sample)
+
+
+def test_a_blend_drawn_by_random_choice_on_masks_names_random_mix_which_refuses_at_once():
+    from torchvision.transforms import v2
+
+    from torchvision_mix import MixUp, RandomMix, UnsupportedInputError
+
+    images = tv_tensors.Image(torch.rand(4, 3, 8, 8))
+    seg = tv_tensors.Mask(torch.randint(0, 3, (4, 8, 8)))
+    torch.manual_seed(0)
+    choice = v2.RandomChoice([CutMix(num_classes=4), MixUp(num_classes=4)])
+    outcomes = []
+    for _ in range(20):
+        try:
+            choice({"image": images, "mask": seg, "label": torch.arange(4)})
+            outcomes.append("ok")
+        except UnsupportedInputError as error:
+            assert "RandomMix([...]) refuses a blending mix" in str(error)
+            outcomes.append("refused")
+    assert set(outcomes) == {"ok", "refused"}  # only some batches fail with v2.RandomChoice
+    switch = RandomMix([CutMix(), MixUp()], p=[0.999, 0.001], num_classes=4)
+    with pytest.raises(UnsupportedInputError, match="cannot be blended"):
+        switch({"image": images, "mask": seg, "label": torch.arange(4)})  # the first batch, whatever is drawn

@@ -192,9 +192,10 @@ class _MixBase(Transform):
         elif isinstance(leaf, tv_tensors.Mask):
             if not self._mixes_segmentation:
                 raise UnsupportedInputError(
-                    f"{me}() blends pixels, and a segmentation Mask holds class ids that cannot be blended; "
-                    "mix masks with a mask mix (CutMix, FMix, ...), or pass the Mask as a plain tensor if it "
-                    "really holds numbers."
+                    f"{me}() can blend pixels, but a segmentation Mask holds class ids, which cannot be blended: "
+                    "mix masks with mask mixes only (CutMix, FMix, ...). A v2.RandomChoice([CutMix(...), "
+                    "MixUp(...)]) fails so only on the batches where MixUp is drawn; RandomMix([...]) refuses a "
+                    "blending mix for masks on its first batch."
                 )
             expected, layout = (3, 4), "(B, H, W) or (B, 1, H, W)"
         else:
