@@ -375,7 +375,11 @@ def test_require_pairing_names_the_partner_it_wanted():
     report = check_mix_transform(NextPartner(), images, labels, num_classes=6)
     assert report.partners == [1, 2, 3, 4, 5, 0]
     check_mix_transform(NextPartner(), images, labels, num_classes=6, require_pairing=[1, 2, 3, 4, 5, 0])
-    with pytest.raises(MixCheckError, match=r"sample 0: .* \(required partner: 5\)"):
+    with pytest.raises(
+        MixCheckError,
+        match=r"sample 0: its 240 pasted pixels come from sample 1, but require_pairing"
+        r" requires partner 5",
+    ):
         check_mix_transform(NextPartner(), images, labels, num_classes=6, require_pairing="previous")
     check_mix_transform(Variant(6), images, labels, num_classes=6, require_pairing="previous")
 
@@ -625,3 +629,66 @@ def test_strategy_arguments_are_checked(strategy, match):
 
     with pytest.raises(InvalidArgument, match=match):
         draw_one()
+
+
+# ---------------------------------------------------------------------------------------------
+# What the messages say (a user reads them when a variant is wrong)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_failure_says_nothing_of_the_kinds_the_user_excluded():
+    images, labels = _inputs()
+    with pytest.raises(MixCheckError) as info:
+        check_mix_transform(Variant(6, bug="sampled_lambda"), images, labels, num_classes=6, kinds=("none", "paste"))
+    assert "the label weight is" in str(info.value) and "blend" not in str(info.value)
+    x, y = _blend_inputs(torch.float32)
+    with pytest.raises(MixCheckError) as info:
+        check_mix_transform(Blend([0.3] * 6, bug="label_off"), x, y, num_classes=6, kinds=("none", "blend"))
+    assert "As a blend" in str(info.value)
+    assert "pixel at" not in str(info.value) and "fraction of its pixels" not in str(info.value)
+    # ... but a sample of an excluded kind is named as one
+    with pytest.raises(MixCheckError, match=r"it is a blend with weight 0\.3, but kinds=\('none', 'paste'\)"):
+        check_mix_transform(Blend([0.3] * 6), x, y, num_classes=6, kinds=("none", "paste"))
+
+
+@pytest.mark.parametrize(("given", "assumed"), [(0.1, 0.0), (0.0, 0.1), (0.25, 0.1)])
+@pytest.mark.parametrize("mix", ["paste", "blend"])
+def test_a_label_smoothing_mismatch_is_named_with_the_smoothing_found(given, assumed, mix):
+    from torchvision_mix import MixUp
+
+    images, labels = _inputs()
+    make = CutMix if mix == "paste" else MixUp
+    transform = make(num_classes=6, label_smoothing=given, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(
+        MixCheckError,
+        match=rf"It is one .*with label_smoothing={given:g}, but the check assumes "
+        rf"label_smoothing={assumed:g}: pass the transform's label_smoothing",
+    ):
+        check_mix_transform(transform, images, labels, num_classes=6, label_smoothing=assumed)
+    transform = make(num_classes=6, label_smoothing=given, generator=torch.Generator().manual_seed(0))
+    check_mix_transform(transform, images, labels, num_classes=6, label_smoothing=given)
+
+
+def test_a_transform_that_is_not_inplace_fails_an_inplace_check():
+    images, labels = _inputs()
+    with pytest.raises(MixCheckError, match="inplace: the output images are not the input tensor"):
+        check_mix_transform(CutMix(num_classes=6), images, labels, num_classes=6, inplace=True)
+    check_mix_transform(CutMix(num_classes=6, inplace=True), images.clone(), labels, num_classes=6, inplace=True)
+
+
+def test_the_default_labels_getters_prefer_an_exact_labels_key_over_other_label_keys():
+    """Library and kit alike: ``labels`` wins over ``label_ids`` even when ``label_ids`` comes first."""
+    images, labels = _inputs()
+    ids = torch.arange(6) + 100  # not class indices of 6 classes: taken for the labels, they would fail
+    sample = {"image": tv_tensors.Image(images), "label_ids": ids, "labels": labels}
+    out = CutMix(num_classes=6)(sample)
+    assert out["label_ids"] is ids and out["labels"].shape == (6, 6)
+    report = check_mix_transform(CutMix(num_classes=6), sample, num_classes=6)
+    assert report.labels.shape == (6, 6)
+
+    def swaps_the_two(inputs):  # mixes the labels, and hands back label_ids in the place of labels
+        out = CutMix(num_classes=6)(inputs)
+        return {**out, "labels": out["label_ids"], "label_ids": out["labels"]}
+
+    with pytest.raises(MixCheckError):
+        check_mix_transform(swaps_the_two, sample, num_classes=6)

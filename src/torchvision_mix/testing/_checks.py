@@ -324,6 +324,30 @@ class _Labels:
     rows: Tensor  # output rows, float64 on the CPU
     soft: Tensor  # input rows after smoothing, float64 on the CPU
     atol: float
+    smoothing: float = 0.0  # the label_smoothing the check assumes
+
+
+def _smoothing_hint(labels: _Labels, i: int, j: int) -> str:
+    """`` It is one with label_smoothing=ε'...`` when row ``i`` is a mix under another smoothing, else ``""``.
+
+    Fits ``row = a * own + b * other + c`` (own, other: the rows smoothed as the check assumes):
+    under a smoothing ``ε'`` the coefficients of the labels sum to ``(1 - ε') / (1 - ε)``.
+    """
+    row, own, other = labels.rows[i], labels.soft[i], labels.soft[j]
+    basis = torch.stack([own, other, torch.ones_like(own)], dim=1)
+    solution = torch.linalg.lstsq(basis, row[:, None]).solution[:, 0]
+    if not torch.allclose(basis @ solution, row, rtol=0, atol=labels.atol):
+        return ""
+    a, b = float(solution[0]), float(solution[1])
+    smoothing = 1.0 - (a + b) * (1.0 - labels.smoothing)
+    smoothing = 0.0 if abs(smoothing) <= 1e-6 else smoothing  # rounding around no smoothing
+    if abs(smoothing - labels.smoothing) <= 1e-6 or not 0.0 <= smoothing < 1.0:
+        return ""
+    weight = f" (partner weight {b / (a + b):.6g})" if torch.any(own != other) and a + b else ""
+    return (
+        f" It is one{weight} with label_smoothing={smoothing:.6g}, but the check assumes "
+        f"label_smoothing={labels.smoothing:g}: pass the transform's label_smoothing to the check."
+    )
 
 
 def _label_weight(labels: _Labels, i: int, j: int) -> tuple[str | None, float, float]:
@@ -335,9 +359,10 @@ def _label_weight(labels: _Labels, i: int, j: int) -> tuple[str | None, float, f
         if torch.allclose(row, own, rtol=0, atol=labels.atol):
             return None, math.nan, math.inf
         err = float((row - own).abs().max())
-        return f"the two labels are equal, but the output label differs from them by {err:.3g}.", math.nan, 0.0
+        problem = f"the two labels are equal, but the output label differs from them by {err:.3g}."
+        return problem + _smoothing_hint(labels, i, j), math.nan, 0.0
     if not _fits(row, own, other, w, labels.atol):
-        return "its label row is not a mix of its own label and the partner's.", w, 0.0
+        return "its label row is not a mix of its own label and the partner's." + _smoothing_hint(labels, i, j), w, 0.0
     # A label error of atol moves the recovered weight by atol / |other - own|.
     return None, w, labels.atol / max(float((other - own).norm()), labels.atol)
 
@@ -658,7 +683,7 @@ def _check_label_output(
         worst = int(errors.argmax())
         if float(errors[worst]) > atol:
             raise fail(f"label row {worst} sums to {float(sums[worst])!r}, not 1.")
-    return _Labels(rows, soft, atol)
+    return _Labels(rows, soft, atol, label_smoothing)
 
 
 def _attribute(
@@ -686,17 +711,26 @@ def _attribute(
     # --- paste (or nothing visibly mixed) ---
     if n_foreign:
         candidates = [j for j in order if j != i and bool(same[j][foreign].all())]
+        others = [j for j in range(batch) if j != i and bool(same[j][foreign].all())]
+        pasted_pixels = bool(others)  # every foreign pixel from one partner, required or not
         if not candidates:
             ys, xs = foreign.nonzero()[0].tolist()
-            partner_note = f" (required partner: {order[0]})" if pairing is not None else ""
-            problems.append(
-                _follow_problem(i, order, leaves, equal)
-                or f"the pixel at (y={ys}, x={xs}) matches neither the sample nor any single partner "
-                f"at the same position ({n_foreign} pixels differ from the sample){partner_note}."
-            )
+            if pairing is not None and others:
+                problem = (
+                    f"its {n_foreign} pasted pixels come from sample {others[0]}, but require_pairing "
+                    f"requires partner {order[0]} (the pixel at (y={ys}, x={xs}) differs from sample {order[0]}'s)."
+                )
+            else:
+                partner_note = f" (required partner: {order[0]})" if pairing is not None else ""
+                problem = _follow_problem(i, order, leaves, equal) or (
+                    f"the pixel at (y={ys}, x={xs}) matches neither the sample nor any single partner "
+                    f"at the same position ({n_foreign} pixels differ from the sample){partner_note}."
+                )
+            if "paste" in kinds or (pairing is not None and others):
+                problems.append(problem)
     else:
         # Nothing visibly pasted: any sample (itself included) may have given pixels equal to its own.
-        candidates = order
+        candidates, pasted_pixels = order, False
     for j in candidates:
         ambiguous = int((own & same[j]).sum())
         w, w_tol, problem = math.nan, math.inf, None
@@ -710,14 +744,14 @@ def _attribute(
             if kind in kinds:
                 return (j if n_foreign else -1), kind, n_foreign / pixels, w
             problem = f"it is a paste, but kinds={kinds}."
-        if not problems:
+        if not problems and ("paste" in kinds or problem.startswith("it is a paste")):
             problems.append(f"partner {j}: {problem}" if n_foreign or len(candidates) == 1 else problem)
 
     # --- blend ---
     images = [leaf for leaf in leaves if not leaf.is_mask and leaf.src.dtype != torch.bool]
     masks = [leaf for leaf in leaves if leaf.is_mask]
     if images:  # also when blends are not allowed: then the reason says that it is one
-        blend_problem = None
+        blend_problem, excluded = "", ""
         for j in (j for j in order if j != i):
             fit = _blend_fit(images, i, j)
             problem = fit.problem
@@ -739,10 +773,15 @@ def _attribute(
                 if kind in kinds:
                     return j, kind, (fit.estimate if visible else 0.0), w
                 problem = f"it is a blend with weight {fit.estimate:.6g}, but kinds={kinds}"
-            if blend_problem is None:  # the first partner's reason (sample i - 1, the usual one)
-                blend_problem = f"As a blend with one partner (sample {j}): {problem}."
-        if blend_problem is not None:
-            problems.append(blend_problem)
+            said = f"As a blend with one partner (sample {j}): {problem}."
+            if problem.startswith("it is a blend with weight"):  # a blend, but kinds excludes blends
+                excluded = excluded or said
+            blend_problem = blend_problem or said  # the first partner's reason (sample i - 1, the usual one)
+        # Said only where blends are allowed and the pixels are no paste, or where kinds excludes a blend.
+        if excluded or ("blend" in kinds and not pasted_pixels):
+            problems.append(excluded or blend_problem)
+    if not problems:
+        problems.append(f"it is neither of the kinds allowed, {kinds}.")
     raise fail(f"sample {i}: {' '.join(problems)}")
 
 
