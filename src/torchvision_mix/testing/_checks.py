@@ -716,18 +716,18 @@ def _attribute(
         if not candidates:
             ys, xs = foreign.nonzero()[0].tolist()
             if pairing is not None and others:
-                problem = (
+                paste_problem = (
                     f"its {n_foreign} pasted pixels come from sample {others[0]}, but require_pairing "
                     f"requires partner {order[0]} (the pixel at (y={ys}, x={xs}) differs from sample {order[0]}'s)."
                 )
             else:
                 partner_note = f" (required partner: {order[0]})" if pairing is not None else ""
-                problem = _follow_problem(i, order, leaves, equal) or (
+                paste_problem = _follow_problem(i, order, leaves, equal) or (
                     f"the pixel at (y={ys}, x={xs}) matches neither the sample nor any single partner "
                     f"at the same position ({n_foreign} pixels differ from the sample){partner_note}."
                 )
             if "paste" in kinds or (pairing is not None and others):
-                problems.append(problem)
+                problems.append(paste_problem)
     else:
         # Nothing visibly pasted: any sample (itself included) may have given pixels equal to its own.
         candidates, pasted_pixels = order, False
