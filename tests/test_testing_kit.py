@@ -692,3 +692,19 @@ def test_the_default_labels_getters_prefer_an_exact_labels_key_over_other_label_
 
     with pytest.raises(MixCheckError):
         check_mix_transform(swaps_the_two, sample, num_classes=6)
+
+
+def test_the_strategies_without_hypothesis_say_which_install_brings_it():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['hypothesis'] = None\n"
+        "try:\n"
+        "    import torchvision_mix.testing.strategies\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+        "import torchvision_mix.testing  # the checker needs no Hypothesis\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "torchvision-mix[test]"' in out

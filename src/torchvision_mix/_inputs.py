@@ -11,7 +11,6 @@ import collections.abc
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor
 from torchvision import tv_tensors
 
@@ -70,7 +69,3 @@ def _check_probability(p: Any) -> float:
 def _main_batch(leaves: list[Any]) -> Tensor:
     """The leaf that drives the mix: the first image/video (or plain tensor), else the first mask."""
     return next((x for x in leaves if not isinstance(x, tv_tensors.Mask)), leaves[0])
-
-
-def _lam_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64

@@ -186,12 +186,6 @@ def _values_equal(a: Any, b: Any) -> bool:
 # -------------------------------------------------------------------------------------------
 
 
-def _pixels_equal(a: Tensor, b: Tensor) -> Tensor:
-    """(H, W) boolean: every channel/frame of a pixel equal (NaN compares equal to NaN)."""
-    eq = (a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else a == b
-    return eq.reshape(-1, *a.shape[-2:]).all(dim=0)
-
-
 def _equal_to_each(sample: Tensor, batch: Tensor) -> Tensor:
     """(B, H, W) boolean: where ``sample`` (..., H, W) equals each sample of ``batch`` (B, ..., H, W)."""
     eq = batch == sample

@@ -35,8 +35,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import torch
-from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
+
+try:
+    from hypothesis import strategies as st
+    from hypothesis.errors import InvalidArgument
+except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "torchvision_mix.testing.strategies needs Hypothesis, which comes with the test extra: "
+        'pip install "torchvision-mix[test]" (or pip install hypothesis).'
+    ) from error
 from torch import Tensor
 from torchvision import tv_tensors
 
