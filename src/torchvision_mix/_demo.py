@@ -86,6 +86,20 @@ def pick_extractor(weights_path: str | None) -> tuple[Any, str]:
         return EdgeEnergy(), "edge energy (offline fallback)"
 
 
+def _suptitle(fig: Any, text: str) -> None:
+    """The figure's title, on as many lines as its width needs (a grid of few images is narrow)."""
+    title = fig.suptitle(text)
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    words = text.split(" ")
+    lines = 1
+    while title.get_window_extent(renderer).width > 0.96 * fig.bbox.width and lines < len(words):
+        lines += 1
+        per_line = -(-len(words) // lines)
+        title.set_text("\n".join(" ".join(words[k : k + per_line]) for k in range(0, len(words), per_line)))
+        fig.tight_layout()
+
+
 def make_demo(
     paths: list[str],
     out: str,
@@ -160,8 +174,7 @@ def make_demo(
                     linewidth=1.5,
                 )
             )
-    fig.suptitle("torchvision-mix: each sample takes its pasted pixels from the previous one; λ = pasted fraction")
-    fig.tight_layout()
+    _suptitle(fig, "torchvision-mix: each sample takes its pasted pixels from the previous one; λ = pasted fraction")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
