@@ -295,7 +295,8 @@ class AttentiveCutMix(MaskMix):
         if attention.is_complex() or attention.dtype == torch.bool:
             raise TypeError(f"The attention must be real numbers, but got dtype {attention.dtype}.")
         # NaN would leave the top-k undefined. Read on CPU tensors only: no device synchronisation.
-        if attention.device.type == "cpu" and attention.is_floating_point() and bool(attention.isnan().any()):
+        reads = attention.device.type == "cpu" and not torch.compiler.is_compiling()
+        if reads and attention.is_floating_point() and bool(attention.isnan().any()):
             raise ValueError("The attention holds NaN, which has no rank among the cells: replace it first.")
         ah, aw = attention.shape[-2], attention.shape[-1]
         if ah < self.grid_size or aw < self.grid_size:
