@@ -86,8 +86,8 @@ def test_sampled_lambda_variant_is_caught_by_a_property_test(inputs, seed):
     if images.shape[-1] * images.shape[-2] < 16:
         return
     variant = Variant(k, bug="sampled_lambda", seed=seed)
-    try:
-        check_mix_transform(variant, images, labels, num_classes=k)
+    try:  # a box mix: a blend by a small weight would round to the unmixed pixels of low-precision dtypes
+        check_mix_transform(variant, images, labels, num_classes=k, kinds=("none", "paste"))
     except MixCheckError:
         return
     # Rarely the sampled value equals the measured fraction within tolerance for every sample.
