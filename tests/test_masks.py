@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import image_sides
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -163,7 +164,7 @@ def test_top_k_uses_both_axes_not_the_diagonal():
     assert m[0, 32:64, 160:192].all() and int(m.sum()) == 32 * 32
 
 
-@given(mst.image_batches(kinds=("tensor",), max_side=24), mst.seeds(), st.booleans())
+@given(mst.image_batches(kinds=("tensor",), **image_sides(1, 24)), mst.seeds(), st.booleans())
 def test_paste_takes_partner_pixels_exactly_where_the_mask_says(images, seed, inplace):
     b, _, h, w = images.shape
     m = torch.rand(b, h, w, generator=torch.Generator().manual_seed(seed)) < 0.5
@@ -179,7 +180,7 @@ def test_paste_takes_partner_pixels_exactly_where_the_mask_says(images, seed, in
     )
 
 
-@given(mst.image_batches(kinds=("tensor", "video"), max_side=24), mst.seeds(), st.booleans())
+@given(mst.image_batches(kinds=("tensor", "video"), **image_sides(1, 24)), mst.seeds(), st.booleans())
 def test_paste_with_a_partner_index(images, seed, inplace):
     g = torch.Generator().manual_seed(seed)
     b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
@@ -191,7 +192,7 @@ def test_paste_with_a_partner_index(images, seed, inplace):
     assert torch.equal(out, torch.where(m.reshape(shape), before[partner], before))
 
 
-@given(mst.image_batches(kinds=("tensor", "video"), max_side=24), mst.seeds(), st.booleans())
+@given(mst.image_batches(kinds=("tensor", "video"), **image_sides(1, 24)), mst.seeds(), st.booleans())
 def test_region_only_box_paste_equals_the_mask_paste(images, seed, inplace):
     images = images.as_subclass(torch.Tensor)
     b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
