@@ -1,7 +1,10 @@
-"""Shared test helpers."""
+"""Shared test helpers: pixel masks, image sizes, seeded mixes, a user's mask mix, a tiny extractor."""
 
 import torch
 from hypothesis import strategies as st
+from torch import nn
+
+from torchvision_mix import MaskMix
 
 
 def foreign_masks(out: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
@@ -24,3 +27,38 @@ def is_one_rectangle(mask: torch.Tensor) -> bool:
 def image_sides(low, high):
     """``image_batches`` arguments for heights and widths drawn independently in ``[low, high]``."""
     return {"heights": st.integers(low, high), "widths": st.integers(low, high)}
+
+
+def seeded(mix_class, seed=0, **kwargs):
+    """``mix_class(**kwargs)`` with its own generator seeded with ``seed``."""
+    return mix_class(generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+class Stripes(MaskMix):
+    """A user's mix on the public base: every other column band of width ``band`` comes from the partner,
+    shifted by a random offset (images at least ``band + 1`` wide are always mixed)."""
+
+    def __init__(self, *, band: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.band = band
+
+    def make_masks(self, batch):
+        b, h, w = batch.shape[0], batch.shape[-2], batch.shape[-1]
+        offsets = torch.randint(self.band, (b if self.per_sample else 1,), generator=self.generator)
+        cols = (torch.arange(w) + offsets[:, None]) // self.band % 2 == 1  # (b or 1, W)
+        return cols[:, None, :].expand(b, h, w).to(batch.device)
+
+
+class TinyExtractor(nn.Module):
+    """A one-layer CNN for any channel count and dtype: the mean channel through a 3x3 convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(0)
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g))
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        return self.conv(x.float().mean(dim=1, keepdim=True))

@@ -1,23 +1,15 @@
 """FMix: masks recomputed from the same random draws with NumPy's FFT and Python's sort."""
 
 import math
-import pickle
 
 import numpy as np
 import pytest
 import torch
-from helpers import foreign_masks, image_sides
-from hypothesis import given
-from hypothesis import strategies as st
+from helpers import foreign_masks, seeded
 from torchvision import tv_tensors
 
 from torchvision_mix import FMix, masks
-from torchvision_mix.testing import check_mix_transform
 from torchvision_mix.testing import strategies as mst
-
-
-def make(seed=0, **kwargs):
-    return FMix(generator=torch.Generator().manual_seed(seed), **kwargs)
 
 
 def numpy_noise(parts, height, width, decay_power):
@@ -69,7 +61,7 @@ def expected_fmix(seed, batch, height, width, *, per_sample, p=1.0, alpha=1.0, d
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_mask_is_the_top_count_of_the_numpy_noise(per_sample, batch, height, width, seed):
     images = torch.rand(batch, 3, height, width)
-    out, soft = make(seed, num_classes=batch, per_sample=per_sample)(images, torch.arange(batch))
+    out, soft = seeded(FMix, seed, num_classes=batch, per_sample=per_sample)(images, torch.arange(batch))
     expected, counts, gap = expected_fmix(seed, batch, height, width, per_sample=per_sample)
     assert gap > 1e-5  # far from a float32 rounding tie: the float64 reference ranks like float32
     if batch == 1:  # its own partner: nothing visibly changes, the label is one-hot
@@ -84,18 +76,17 @@ def test_mask_is_the_top_count_of_the_numpy_noise(per_sample, batch, height, wid
 
 def test_per_sample_p_gating_replays_the_stream():
     images = torch.rand(9, 2, 10, 13)
-    out, soft = make(4, num_classes=9, per_sample=True, p=0.5)(images, torch.arange(9))
+    out, _ = seeded(FMix, 4, num_classes=9, per_sample=True, p=0.5)(images, torch.arange(9))
     expected, _, _ = expected_fmix(4, 9, 10, 13, per_sample=True, p=0.5)
     assert torch.equal(foreign_masks(out, images), expected)
     gated = ~expected.flatten(1).any(1)
-    assert 0 < int(gated.sum()) < 9  # some samples were left alone: their labels stay one-hot
-    assert torch.equal(soft[gated], torch.eye(9)[gated])
+    assert 0 < int(gated.sum()) < 9  # some samples gated: the replay follows the gating draws
 
 
 def test_decay_power_changes_the_noise_and_is_honoured():
     images = torch.rand(3, 1, 14, 11)
     for decay in (1.0, 2.5, 6.0):
-        out, _ = make(8, num_classes=3, per_sample=True, decay_power=decay)(images, torch.arange(3))
+        out, _ = seeded(FMix, 8, num_classes=3, per_sample=True, decay_power=decay)(images, torch.arange(3))
         expected, _, gap = expected_fmix(8, 3, 14, 11, per_sample=True, decay_power=decay)
         assert gap > 1e-5
         assert torch.equal(foreign_masks(out, images), expected)
@@ -103,10 +94,10 @@ def test_decay_power_changes_the_noise_and_is_honoured():
 
 def test_per_sample_masks_differ_and_per_batch_masks_are_shared():
     images = torch.rand(6, 3, 32, 32)
-    out, _ = make(1, num_classes=6, per_sample=True)(images, torch.arange(6))
+    out, _ = seeded(FMix, 1, num_classes=6, per_sample=True)(images, torch.arange(6))
     pasted = foreign_masks(out, images)
     assert len({tuple(m.flatten().tolist()) for m in pasted}) == 6
-    out, _ = make(1, num_classes=6)(images, torch.arange(6))
+    out, _ = seeded(FMix, 1, num_classes=6)(images, torch.arange(6))
     pasted = foreign_masks(out, images)
     assert all(torch.equal(m, pasted[0]) for m in pasted)
 
@@ -114,7 +105,7 @@ def test_per_sample_masks_differ_and_per_batch_masks_are_shared():
 def test_low_frequency_masks_at_224_have_the_drawn_count_and_few_regions():
     """The paper's masks at full resolution: count exact, and δ = 3 gives a few large blobs, not speckle."""
     images = torch.rand(4, 1, 224, 224)
-    out, soft = make(3, num_classes=4, per_sample=True)(images, torch.arange(4))
+    out, soft = seeded(FMix, 3, num_classes=4, per_sample=True)(images, torch.arange(4))
     pasted = foreign_masks(out, images)
     counts = pasted.flatten(1).sum(1)
     lam = soft[torch.arange(4), (torch.arange(4) - 1) % 4]
@@ -125,27 +116,11 @@ def test_low_frequency_masks_at_224_have_the_drawn_count_and_few_regions():
     assert (edges < 0.1 * 224 * 224).all()  # boundaries are lines, not a pixel noise
 
 
-@given(
-    mst.mix_inputs(images=mst.image_batches(**image_sides(1, 24))),
-    st.booleans(),
-    st.booleans(),
-    mst.seeds(),
-    st.sampled_from([0.3, 1.0, 4.0]),
-)
-def test_fmix_invariants(inputs, per_sample, inplace, seed, alpha):
-    images, labels, k = inputs.images, inputs.labels, inputs.num_classes
-    mix = make(seed, num_classes=k, per_sample=per_sample, inplace=inplace, alpha=alpha)
-    report = check_mix_transform(mix, images, labels, num_classes=k, inplace=inplace)
-    b = images.shape[0]
-    for i in range(b):
-        assert report.partners[i] in (-1, (i - 1) % b)
-
-
 @pytest.mark.parametrize("dtype", mst.IMAGE_DTYPES)
 def test_every_dtype_keeps_its_type_and_the_same_mask(dtype):
     base = torch.rand(4, 3, 12, 17)
     images = (base * 255).to(dtype) if dtype == torch.uint8 else base.to(dtype)
-    out, _ = make(5, num_classes=4, per_sample=True)(images, torch.arange(4))
+    out, _ = seeded(FMix, 5, num_classes=4, per_sample=True)(images, torch.arange(4))
     assert out.dtype == dtype
     expected, _, _ = expected_fmix(5, 4, 12, 17, per_sample=True)
     assert torch.equal(foreign_masks(out, images), expected)
@@ -155,7 +130,7 @@ def test_image_video_and_segmentation_mask_types_are_kept_and_mixed_alike():
     images = tv_tensors.Image(torch.rand(3, 3, 16, 20))
     video = tv_tensors.Video(torch.rand(3, 2, 3, 16, 20))
     seg = tv_tensors.Mask(torch.arange(3).repeat_interleave(320).reshape(3, 16, 20))
-    out = make(2, num_classes=3, per_sample=True)(
+    out = seeded(FMix, 2, num_classes=3, per_sample=True)(
         {"image": images, "video": video, "mask": seg, "labels": torch.arange(3)}
     )
     assert type(out["image"]) is tv_tensors.Image and type(out["video"]) is tv_tensors.Video
@@ -163,43 +138,6 @@ def test_image_video_and_segmentation_mask_types_are_kept_and_mixed_alike():
     pasted = foreign_masks(out["image"], images)
     assert torch.equal(pasted, foreign_masks(out["video"][:, 0], video[:, 0]))
     assert torch.equal(out["mask"].as_subclass(torch.Tensor), torch.where(pasted, seg.roll(1, 0), seg))
-
-
-@pytest.mark.parametrize("per_sample", [False, True])
-def test_inplace_writes_the_same_result_into_the_input(per_sample):
-    images = torch.rand(5, 3, 15, 15)
-    new, new_soft = make(6, num_classes=5, per_sample=per_sample)(images, torch.arange(5))
-    out, soft = make(6, num_classes=5, per_sample=per_sample, inplace=True)(images, torch.arange(5))
-    assert out is images and torch.equal(images, new) and torch.equal(soft, new_soft)
-
-
-@pytest.mark.parametrize("batch", [0, 1, 3, 7])
-def test_odd_and_tiny_batches(batch):
-    for per_sample in (False, True):
-        out, soft = make(num_classes=2, per_sample=per_sample)(
-            torch.rand(batch, 3, 9, 9), torch.zeros(batch, dtype=torch.int64)
-        )
-        assert out.shape == (batch, 3, 9, 9) and soft.shape == (batch, 2)
-
-
-@pytest.mark.parametrize("per_sample", [False, True])
-@pytest.mark.parametrize("inplace", [False, True])
-def test_no_host_sync_on_the_mixing_path(per_sample, inplace):
-    """On the meta device any .item()/.tolist()/.cpu() of a device tensor would raise: the inverse FFT
-    and the exact selection (a stable sort off the CPU) run there without reading a value."""
-    images = torch.empty(4, 3, 32, 32, device="meta")
-    labels = torch.empty(4, dtype=torch.int64, device="meta")
-    out, soft = make(num_classes=3, per_sample=per_sample, inplace=inplace, p=0.7)(images, labels)
-    assert out.device.type == "meta" and soft.device.type == "meta" and soft.shape == (4, 3)
-
-
-def test_pickle_and_repr():
-    mix = make(5, alpha=0.5, decay_power=2.0, num_classes=3, per_sample=True)
-    clone = pickle.loads(pickle.dumps(mix))
-    images = torch.rand(3, 3, 16, 16)
-    a, b = mix(images, torch.arange(3)), clone(images, torch.arange(3))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert "decay_power=2.0" in repr(mix) and repr(mix).startswith("FMix(")
 
 
 @pytest.mark.parametrize(

@@ -128,16 +128,6 @@ def test_repr_shows_the_options_in_force():
     assert "label_smoothing=0.2" in repr(CutMix(num_classes=5, label_smoothing=0.2))  # alone: all of them
 
 
-def test_mix_p_gates_per_batch_and_per_sample():
-    x, labels = torch.rand(200, 3, 4, 4), torch.arange(200) % 7
-    out, soft = _recipe(mix_p=0.0)(x, labels)
-    assert torch.equal(out, x) and torch.equal(soft, torch.nn.functional.one_hot(labels, 7).float())
-    out, soft = _recipe(mix_p=0.5, per_sample=True, generator=torch.Generator().manual_seed(1))(x, labels)
-    unchanged = (out == x).flatten(1).all(dim=1)
-    assert 60 < int(unchanged.sum()) < 140
-    assert torch.equal(soft[unchanged], torch.nn.functional.one_hot(labels[unchanged], 7).float())
-
-
 def test_label_smoothing_is_applied_once():
     x, labels = torch.rand(8, 3, 6, 6), torch.arange(8) % 7
     mix = RandomMix([CutMix(label_smoothing=0.3), MixUp(label_smoothing=0.3)], num_classes=7, label_smoothing=0.1)
