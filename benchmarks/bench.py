@@ -562,6 +562,7 @@ def render_scaling(data: dict[str, Any]) -> str:
         f"Machine: {machine()}. {data['device']}, float32, median of {data['rounds']} interleaved rounds. "
         f"Load average (1, 5, 15 min) before: {data['load_before']}, after: {data['load_after']}.",
         "",
+        *load_warning(data["load_before"], data["load_after"]),
         ".. code-block:: text",
         "",
         f"   microseconds per image, batch {SCALING_SIDE_BATCH} x 3 x side x side "
@@ -651,12 +652,27 @@ def render_tables(cases: list[dict[str, Any]], extractor: list[tuple[str, int, s
     return lines
 
 
+def load_warning(*loads: str) -> list[str]:
+    """A warning paragraph when the 1-minute load average reached the number of cores (else nothing)."""
+    cores = os.cpu_count() or 1
+    ones = [float(load.split()[0]) for load in loads if load != "unknown"]
+    if not ones or max(ones) < cores:
+        return []
+    return [
+        f"**Loaded machine** (1-minute load average up to {max(ones):g} on {cores} cores): every time is inflated, "
+        "and most the per-sample Python loops (timm's ``elem`` mode), whose hundreds of small multi-threaded "
+        "operations each wait for a descheduled thread; rerun on an idle machine (or with ``--threads 1``).",
+        "",
+    ]
+
+
 def render_device(section: dict[str, Any], extractor: list[tuple[str, int, str, float]]) -> str:
     """One device's section of the page: machine and load, the goals table, the full tables."""
     lines = [
         f"Machine: {machine()}. Median of {section['rounds']} interleaved rounds. "
         f"Load average (1, 5, 15 min) before: {section['load_before']}, after: {section['load_after']}.",
         "",
+        *load_warning(section["load_before"], section["load_after"]),
     ]
     lines += render_goals(evaluate_goals(section["cases"]))
     block = render_tables(section["cases"], extractor)
@@ -693,6 +709,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--extractor-batch", type=int, default=8, help="batch for timing the ResNet-50 extractor (0: skip)"
     )
+    parser.add_argument(
+        "--only", action="append", metavar="NAME", help="only these contenders (repeatable; the goals need theirs)"
+    )
     parser.add_argument("--scaling", action="store_true", help="also the scaling table (CPU, float32)")
     parser.add_argument("--scaling-only", action="store_true", help="only the scaling table")
     parser.add_argument("--scaling-rounds", type=int, default=7)
@@ -722,7 +741,8 @@ def main(argv: list[str] | None = None) -> int:
         for dtype, batch, size in cases:
             title = f"**{dev}, {dtype}, batch {batch} x 3 x {size} x {size}**"
             print(title, flush=True)
-            results = time_case(dtype, batch, size, device, rounds, args.warmup)
+            only = None if args.only is None else tuple(dict.fromkeys([TV_CUTMIX, *args.only]))
+            results = time_case(dtype, batch, size, device, rounds, args.warmup, only)
             batch_bytes = batch * 3 * size * size * (4 if dtype == "float32" else 1)
             if not args.no_memory:
                 names = [name for name, r in results.items() if "skipped" not in r]
