@@ -4,17 +4,23 @@ Run ``python benchmarks/bench.py`` (peers come with ``pip install -e ".[bench]"`
 (dtype x batch shape x device) it runs all contenders round by round, in turn, and reports the
 median time per batch, images per second, the ratio to torchvision's ``v2.CutMix`` measured in the
 same rounds, and the peak extra memory of one call (CUDA: the allocator's peak; CPU: the peak
-resident set of a fresh process, read from Linux's ``VmHWM`` after resetting it).
+resident set of a process forked for that call from a fresh one, read from Linux's ``VmHWM``
+after resetting it), then the goals of the docs, met or missed, and the load average before and after.
 ``copy (floor)`` is one ``torch.empty_like(x).copy_(x)``: the
-memory-bandwidth cost of writing one new batch.
+memory-bandwidth cost of writing one new batch. Contenders that write into their input (timm's
+``Mixup``, ours with ``inplace=True``) get a fresh copy of the batch before each call, outside the
+timer; the ``+ copy`` rows time timm with that copy inside the timer, as a new batch costs ours.
 
-``--write docs/benchmarks.rst`` regenerates the page in the docs.
+``--scaling`` adds the time per image against image side and batch size (CPU, float32).
+``--write docs/benchmarks.rst`` regenerates the sections of the page that this run measured
+(``.. begin-results-cpu``, ``.. begin-results-cuda``, ``.. begin-scaling`` to their ``.. end-`` lines).
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import datetime
 import functools
 import json
@@ -73,13 +79,14 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
         return K.RandomCutMixV2(data_keys=["input", "class"], use_correct_lambda=True).to(device)
 
     def attentive_precomputed() -> Fn:
-        cells = max(1, size // 32)
+        cells = 7  # one attention value per grid cell, the size of a ResNet map of 224 x 224 images
         heat = torch.rand(1, cells, cells, device=device)
         mix = AttentiveCutMix(grid_size=7, num_classes=NUM_CLASSES, attention_getter=lambda inputs: inputs[2])
         return lambda x, y: mix(x, y, heat.expand(x.shape[0], cells, cells))
 
     def nearly_free(x: torch.Tensor) -> torch.Tensor:
-        return x[:, :1, ::32, ::32]
+        stride = max(1, x.shape[-1] // 7)  # a map no coarser than the 7 x 7 grid (7 x 7 at 224 x 224)
+        return x[:, :1, ::stride, ::stride]
 
     out["copy (floor)"] = lambda: copy_floor
     out["torchvision v2.CutMix"] = lambda: v2.CutMix(num_classes=NUM_CLASSES)
@@ -114,6 +121,9 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
             out[name] = "timm's MixUp fails on uint8 images"
         else:
             out[name] = functools.partial(timm_recipe, mode)
+    for mode in ("batch", "elem"):
+        peer = out[f"timm Mixup recipe {mode}"]
+        out[f"timm Mixup recipe {mode} + copy"] = peer if isinstance(peer, str) else functools.partial(_with_copy, peer)
     out["ours RandomMix recipe"] = functools.partial(recipe, False)
     out["ours RandomMix recipe per_sample"] = functools.partial(recipe, True)
     out["ours SaliencyMix"] = lambda: SaliencyMix(num_classes=NUM_CLASSES)
@@ -125,13 +135,36 @@ def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str,
     return out
 
 
-#: The goals of the docs: (contender, peer) pairs whose time ratio is reported beside the table.
+def _with_copy(make: Callable[[], Fn]) -> Fn:
+    """An in-place contender that first copies the batch, inside the timer: it leaves the caller's batch as ours do."""
+    fn = make()
+    return lambda x, y: fn(x.clone(), y)
+
+
+#: Contenders that write into the batch they are given. Each timed (and memory-measured) call gets a fresh
+#: copy of the batch made outside the timer, so that no round mixes an already mixed batch and the copy's
+#: cost is not theirs; the ``+ copy`` rows time that copy inside the timer (``copy (floor)`` is its cost).
+INPLACE = frozenset(
+    {
+        "timm Mixup cutmix batch",
+        "timm Mixup cutmix elem",
+        "timm Mixup recipe batch",
+        "timm Mixup recipe elem",
+        "ours CutMix inplace",
+        "ours MixUp inplace",
+    }
+)
+
+#: (contender, peer) pairs whose time ratio is reported beside each table.
 PEER_RATIOS = [
     ("ours CutMix", "torchvision v2.CutMix"),
     ("ours CutMix inplace", "torchvision v2.CutMix"),
     ("ours CutMix per_sample", "torchvision v2.CutMix"),
     ("ours MixUp", "torchvision v2.MixUp"),
     ("ours MixUp per_sample", "torchvision v2.MixUp"),
+    ("ours RandomMix recipe per_sample", "timm Mixup recipe elem + copy"),
+    ("ours RandomMix recipe per_sample", "timm Mixup recipe batch + copy"),
+    ("ours RandomMix recipe", "timm Mixup recipe batch + copy"),
     ("ours RandomMix recipe per_sample", "timm Mixup recipe elem"),
     ("ours RandomMix recipe per_sample", "timm Mixup recipe batch"),
     ("ours RandomMix recipe", "timm Mixup recipe batch"),
@@ -179,29 +212,49 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _loadavg() -> str:
+    """The 1, 5 and 15 minute load averages (Linux), or "unknown"."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def time_case(
-    dtype: str, batch: int, size: int, device: torch.device, rounds: int, warmup: int
+    dtype: str,
+    batch: int,
+    size: int,
+    device: torch.device,
+    rounds: int,
+    warmup: int,
+    names: tuple[str, ...] | None = None,
 ) -> dict[str, dict[str, Any]]:
+    """Median time of every contender (or of ``names``), interleaved round by round."""
     x, y = _inputs(dtype, batch, size, device)
     fns = contenders(device, x.dtype, size)
+    if names is not None:
+        fns = {name: fns[name] for name in names}
     runnable = {name: make() for name, make in fns.items() if not isinstance(make, str)}
     times: dict[str, list[float]] = {name: [] for name in runnable}
     for _ in range(warmup):
-        for fn in runnable.values():
-            fn(x, y)
+        for name, fn in runnable.items():
+            fn(x.clone() if name in INPLACE else x, y)
     order = list(runnable)
     shuffle = random.Random(0)
     for _ in range(rounds):  # interleaved: every contender once per round, in a new order each round
         shuffle.shuffle(order)
         for name in order:
             fn = runnable[name]
+            arg = x.clone() if name in INPLACE else x  # a fresh copy, outside the timer
             _release_free_memory()
             _sync(device)
             start = time.perf_counter()
-            fn(x, y)
+            fn(arg, y)
             _sync(device)
             times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["torchvision v2.CutMix"])
+            del arg
+    base = statistics.median(times["torchvision v2.CutMix"]) if "torchvision v2.CutMix" in times else None
     results: dict[str, dict[str, Any]] = {}
     for name, make in fns.items():
         if isinstance(make, str):
@@ -211,7 +264,7 @@ def time_case(
         results[name] = {
             "median_ms": median * 1e3,
             "images_per_s": batch / median,
-            "ratio": median / base,
+            "ratio": None if base is None else median / base,
         }
     return results
 
@@ -221,11 +274,12 @@ def _peak_cuda(name: str, dtype: str, batch: int, size: int, device: torch.devic
     make = contenders(device, x.dtype, size)[name]
     assert not isinstance(make, str)
     fn = make()
-    fn(x, y)
+    fn(x.clone() if name in INPLACE else x, y)
+    arg = x.clone() if name in INPLACE else x
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
-    out = fn(x, y)
+    out = fn(arg, y)
     torch.cuda.synchronize(device)
     del out
     return float(torch.cuda.max_memory_allocated(device) - base)
@@ -236,31 +290,65 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def _memory_child(name: str, dtype: str, batch: int, size: int) -> None:
-    """In a fresh process: the peak resident set over one call, above the resident set before it."""
+def _measure_one(name: str, dtype: str, batch: int, size: int) -> int:
+    """The peak resident set over one call of ``name``, above the resident set just before it (bytes)."""
     device = torch.device("cpu")
     x, y = _inputs(dtype, batch, size, device)
     make = contenders(device, x.dtype, size)[name]
     assert not isinstance(make, str)
     fn = make()
-    fn(x[:2, :, :8, :8].clone(), y[:2])  # load lazy code paths without touching big memory
+    fn(x[:2].clone(), y[:2])  # load lazy code paths, touching little memory
+    arg = x.clone() if name in INPLACE else x
+    _release_free_memory()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak (VmHWM) to the current resident set
     before = _status_kib("VmRSS")
-    out = fn(x, y)
+    out = fn(arg, y)
     peak = _status_kib("VmHWM")
     del out
-    print(json.dumps({"bytes": (peak - before) * 1024}))
+    return (peak - before) * 1024
 
 
-def peak_memory(name: str, dtype: str, batch: int, size: int, device: torch.device) -> float | None:
+def _memory_child(dtype: str, batch: int, size: int, names: list[str]) -> None:
+    """A fresh process that forks one child per contender, each measuring one call (``_measure_one``).
+
+    The parent only imports the libraries (importing once saves seconds per contender); every child
+    builds its own inputs, so the parent never runs a parallel region before forking.
+    """
+    for module in ("torchvision_mix", "timm.data", "kornia.augmentation"):
+        if _has(module.split(".")[0]):
+            __import__(module)
+    out: dict[str, int | None] = {}
+    for name in names:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            os.close(read)
+            code = 1
+            try:
+                os.write(write, json.dumps(_measure_one(name, dtype, batch, size)).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        out[name] = int(data) if status == 0 and data else None
+    print(json.dumps(out))
+
+
+def peak_memory(names: list[str], dtype: str, batch: int, size: int, device: torch.device) -> dict[str, float | None]:
+    """Peak extra memory of one call of each contender, in bytes (None where it could not be measured)."""
     if device.type == "cuda":
-        return _peak_cuda(name, dtype, batch, size, device)
-    cmd = [sys.executable, __file__, "--memory-child", json.dumps([name, dtype, batch, size])]
+        return {name: _peak_cuda(name, dtype, batch, size, device) for name in names}
+    cmd = [sys.executable, __file__, "--memory-child", json.dumps([dtype, batch, size, names])]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        return None
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["bytes"])
+        print(f"memory measurement failed:\n{done.stderr}", file=sys.stderr)
+        return dict.fromkeys(names)
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    return {name: None if got.get(name) is None else float(got[name]) for name in names}
 
 
 def extractor_costs(device: torch.device, batch: int, rounds: int) -> list[tuple[str, float]]:
@@ -291,6 +379,232 @@ def extractor_costs(device: torch.device, batch: int, rounds: int) -> list[tuple
     return out
 
 
+# --- goals ------------------------------------------------------------------------------------------
+
+TV_CUTMIX = "torchvision v2.CutMix"
+GOAL_BATCH, GOAL_SIZE = 64, 224  # the goals are read off the 64 x 3 x 224 x 224 cases
+
+
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    """``ours`` / ``peer`` time ratio <= ``bound``, or (``peer`` None) peak extra memory <= ``bound`` batches."""
+
+    ours: str
+    peer: str | None
+    dtype: str
+    bound: float
+    source: str
+
+
+GOALS = [
+    Goal("ours FMix per_sample", TV_CUTMIX, "float32", 1.0, "issue 18"),
+    Goal("ours FMix per_sample", TV_CUTMIX, "uint8", 1.0, "issue 18"),
+    Goal("ours FMix", TV_CUTMIX, "uint8", 1.0, "issue 18"),
+    Goal("ours GridMix", TV_CUTMIX, "uint8", 1.0, "issue 18"),
+    Goal("ours GridMix per_sample", TV_CUTMIX, "uint8", 1.0, "issue 18"),
+    Goal("ours CutMix per_sample", TV_CUTMIX, "uint8", 1.0, "issue 18"),
+    Goal("ours SaliencyMix", TV_CUTMIX, "float32", 1.5, "issue 18"),
+    Goal("ours SaliencyMix per_sample", TV_CUTMIX, "float32", 1.5, "issue 18"),
+    Goal("ours SaliencyMix", TV_CUTMIX, "uint8", 1.5, "issue 18"),
+    Goal("ours SaliencyMix per_sample", TV_CUTMIX, "uint8", 1.5, "issue 18"),
+    Goal("ours RandomMix recipe per_sample", "timm Mixup recipe elem + copy", "float32", 0.5, "issue 18"),
+    Goal("ours RandomMix recipe per_sample", "timm Mixup recipe batch + copy", "float32", 1.0, "issue 18"),
+    Goal("ours MixUp", None, "uint8", 2.0, "issue 18"),
+    Goal("ours MixUp per_sample", None, "uint8", 2.0, "issue 18"),
+    Goal("ours RandomMix recipe per_sample", None, "uint8", 2.0, "issue 18"),
+    Goal("ours CutMix", TV_CUTMIX, "float32", 0.8, "earlier"),
+    Goal("ours CutMix", TV_CUTMIX, "uint8", 0.8, "earlier"),
+    Goal("ours CutMix inplace", TV_CUTMIX, "float32", 0.35, "earlier"),
+    Goal("ours CutMix inplace", TV_CUTMIX, "uint8", 0.35, "earlier"),
+    Goal("ours CutMix per_sample", TV_CUTMIX, "float32", 1.0, "earlier"),
+    Goal("ours AttentiveCutMix (precomputed)", TV_CUTMIX, "float32", 1.0, "earlier"),
+    Goal("ours AttentiveCutMix (precomputed)", TV_CUTMIX, "uint8", 1.0, "earlier"),
+    Goal("ours MixUp", "torchvision v2.MixUp", "float32", 0.6, "earlier"),
+    Goal("ours MixUp per_sample", "torchvision v2.MixUp", "float32", 0.7, "earlier"),
+    Goal("ours FMix", TV_CUTMIX, "float32", 1.0, "earlier"),
+    Goal("ours GridMix", TV_CUTMIX, "float32", 1.0, "earlier"),
+    Goal("ours GridMix per_sample", TV_CUTMIX, "float32", 1.0, "earlier"),
+]
+
+
+def evaluate_goals(cases: list[dict[str, Any]], goals: list[Goal] = GOALS) -> list[dict[str, Any]]:
+    """Each goal with its measured value (a time ratio, or batches of memory) and ``met``/``missed``/``n/a``."""
+    by_dtype = {c["dtype"]: c for c in cases if (c["batch"], c["size"]) == (GOAL_BATCH, GOAL_SIZE)}
+    rows = []
+    for goal in goals:
+        row: dict[str, Any] = {"goal": goal, "value": None, "status": "n/a"}
+        rows.append(row)
+        case = by_dtype.get(goal.dtype)
+        if case is None:
+            row["why"] = f"the {goal.dtype} {GOAL_BATCH} x 3 x {GOAL_SIZE} x {GOAL_SIZE} case was not run"
+            continue
+        results = case["results"]
+        ours = results.get(goal.ours, {})
+        if goal.peer is None:
+            peak = ours.get("peak_bytes")
+            if peak is None:
+                row["why"] = ours.get("skipped", "not measured")
+                continue
+            row["value"] = peak / float(case["batch_bytes"])
+        else:
+            peer = results.get(goal.peer, {})
+            missing = next((r["skipped"] for r in (ours, peer) if "skipped" in r), None)
+            if missing is not None or "median_ms" not in ours or "median_ms" not in peer:
+                row["why"] = missing or "not timed"
+                continue
+            row["value"] = ours["median_ms"] / peer["median_ms"]
+        row["status"] = "met" if row["value"] <= goal.bound else "missed"
+    return rows
+
+
+def _rst_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """An RST simple table."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    rule = "  ".join("=" * w for w in widths)
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    return [rule, fmt(header), rule, *(fmt(r) for r in rows), rule]
+
+
+def render_goals(rows: list[dict[str, Any]]) -> list[str]:
+    table = []
+    for row in rows:
+        goal = row["goal"]
+        what = f"<= {goal.bound} batches peak extra memory" if goal.peer is None else f"<= {goal.bound}x {goal.peer}"
+        value = row["value"]
+        if value is None:
+            measured, status = "n/a", f"n/a ({row['why']})"
+        else:
+            measured = f"{value:.2f} batches" if goal.peer is None else f"{value:.2f}x"
+            status = "met" if row["status"] == "met" else "**missed**"
+        table.append([f"``{goal.ours}``", goal.dtype, what, measured, status, goal.source])
+    met = sum(r["status"] == "met" for r in rows)
+    missed = sum(r["status"] == "missed" for r in rows)
+    head = [
+        f"Goals ({GOAL_BATCH} x 3 x {GOAL_SIZE} x {GOAL_SIZE}; each time ratio is of medians measured in the same "
+        f"rounds): {met} met, {missed} missed, {len(rows) - met - missed} not measured.",
+        "",
+    ]
+    return head + _rst_table(["ours", "dtype", "goal", "measured", "met", "set in"], table)
+
+
+# --- scaling ----------------------------------------------------------------------------------------
+
+SCALING_CONTENDERS = ("copy (floor)", "ours CutMix", "ours MixUp", "ours FMix", "ours RandomMix recipe per_sample")
+SCALING_SIDES = (32, 64, 128, 224, 384)
+SCALING_SIDE_BATCH = 64
+SCALING_BATCHES = (32, 64, 128, 256, 512)
+SCALING_BATCH_SIDE = 64
+#: A per-pixel (side sweep) or per-image (batch sweep) cost this far from the reference point is called out.
+SCALING_TOLERANCE = 1.5
+
+
+def run_scaling(device: torch.device, rounds: int, warmup: int) -> dict[str, Any]:
+    """Median ms per batch of the scaling contenders (float32) against the image side and the batch size."""
+    sides, batches = {}, {}
+    for side in SCALING_SIDES:
+        print(f"scaling: batch {SCALING_SIDE_BATCH}, side {side}", flush=True)
+        r = time_case("float32", SCALING_SIDE_BATCH, side, device, rounds, warmup, SCALING_CONTENDERS)
+        sides[side] = {name: v["median_ms"] for name, v in r.items()}
+    for batch in SCALING_BATCHES:
+        print(f"scaling: batch {batch}, side {SCALING_BATCH_SIDE}", flush=True)
+        r = time_case("float32", batch, SCALING_BATCH_SIDE, device, rounds, warmup, SCALING_CONTENDERS)
+        batches[batch] = {name: v["median_ms"] for name, v in r.items()}
+    return {"device": device.type, "rounds": rounds, "sides": sides, "batches": batches}
+
+
+def _off_lines(name: str, what: str, unit: str, ms: dict[int, float], per_unit: dict[int, float]) -> list[str]:
+    """Where ``per_unit`` (cost per pixel or per image) is off its value at the largest size by > the tolerance."""
+    keys = sorted(ms)
+    ref = keys[-1]
+    whats = what + ("es" if what.endswith("h") else "s")
+    off = {k: per_unit[k] / per_unit[ref] for k in keys}
+    high = [k for k in keys if off[k] > SCALING_TOLERANCE]
+    low = [k for k in keys if off[k] < 1 / SCALING_TOLERANCE]
+    lines = []
+    if high:
+        where = ", ".join(f"{what} {k} costs x{off[k]:.1f}" for k in high)
+        lines.append(
+            f"{name}: per {unit}, {where} of {what} {ref}: one call at {what} {keys[0]} still takes "
+            f"{ms[keys[0]]:.2f} ms, a cost per call that does not shrink with the {what} (Python, per-call set-up, "
+            f"the label work), which the smaller {whats} do not amortise."
+        )
+    if low:
+        where = ", ".join(f"{what} {k} costs x{off[k]:.2f}" for k in low)
+        lines.append(
+            f"{name}: per {unit}, {where} of {what} {ref}: the cost grows faster than the {unit}s towards the "
+            f"larger {whats} (the batch and its temporaries outgrow the caches; more first-touch page faults)."
+        )
+    return lines
+
+
+def scaling_analysis(data: dict[str, Any]) -> list[str]:
+    """Lines saying where the cost is not linear in pixels / not flat per image in batch, against the largest size."""
+    lines = []
+    sides = {int(k): v for k, v in data["sides"].items()}
+    batches = {int(k): v for k, v in data["batches"].items()}
+    names = list(next(iter(sides.values()))) if sides else list(next(iter(batches.values()), {}))
+    for name in names:
+        if sides:
+            ms = {s: sides[s][name] for s in sides}
+            per_pixel = {s: ms[s] / (SCALING_SIDE_BATCH * s * s) for s in sides}
+            lines += _off_lines(name, "side", "pixel", ms, per_pixel)
+        if batches:
+            ms = {b: batches[b][name] for b in batches}
+            lines += _off_lines(name, "batch", "image", ms, {b: ms[b] / b for b in batches})
+    return lines
+
+
+def render_scaling(data: dict[str, Any]) -> str:
+    sides = {int(k): v for k, v in data["sides"].items()}
+    batches = {int(k): v for k, v in data["batches"].items()}
+    names = list(next(iter(sides.values()))) if sides else list(next(iter(batches.values())))
+    lines = [
+        f"Machine: {machine()}. {data['device']}, float32, median of {data['rounds']} interleaved rounds. "
+        f"Load average (1, 5, 15 min) before: {data['load_before']}, after: {data['load_after']}.",
+        "",
+        *load_warning(data["load_before"], data["load_after"]),
+        ".. code-block:: text",
+        "",
+        f"   microseconds per image, batch {SCALING_SIDE_BATCH} x 3 x side x side "
+        "(linear in pixels: x4 for each doubling of the side)",
+        "",
+        "   | contender | " + " | ".join(f"side {s}" for s in sides) + " |",
+        "   |---|" + "---|" * len(sides),
+    ]
+    lines += [
+        f"   | {n} | " + " | ".join(f"{sides[s][n] * 1e3 / SCALING_SIDE_BATCH:.1f}" for s in sides) + " |"
+        for n in names
+    ]
+    lines += ["", "   nanoseconds per pixel, same runs (flat if linear in pixels)", ""]
+    lines += ["   | contender | " + " | ".join(f"side {s}" for s in sides) + " |", "   |---|" + "---|" * len(sides)]
+    lines += [
+        f"   | {n} | " + " | ".join(f"{sides[s][n] * 1e6 / (SCALING_SIDE_BATCH * s * s):.2f}" for s in sides) + " |"
+        for n in names
+    ]
+    lines += [
+        "",
+        f"   microseconds per image, batch x 3 x {SCALING_BATCH_SIDE} x {SCALING_BATCH_SIDE} (flat per image)",
+        "",
+    ]
+    lines += [
+        "   | contender | " + " | ".join(f"batch {b}" for b in batches) + " |",
+        "   |---|" + "---|" * len(batches),
+    ]
+    lines += [f"   | {n} | " + " | ".join(f"{batches[b][n] * 1e3 / b:.1f}" for b in batches) + " |" for n in names]
+    analysis = scaling_analysis(data)
+    lines += [
+        "",
+        f"Where the cost is off by more than x{SCALING_TOLERANCE:g} from linear (per pixel, or per image, against "
+        "the largest side or batch):",
+        "",
+    ]
+    lines += [f"* {line}" for line in analysis] or ["* nowhere: linear in pixels and flat per image throughout."]
+    return "\n".join(lines)
+
+
+# --- the page ---------------------------------------------------------------------------------------
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -305,15 +619,12 @@ def machine() -> str:
     )
 
 
-def render(
-    all_results: list[tuple[str, str, dict[str, dict[str, Any]]]],
-    rounds: int,
-    extractor: list[tuple[str, int, str, float]],
-) -> str:
-    lines = [f"Machine: {machine()}. Median of {rounds} interleaved rounds.", ""]
-    for title, batch_bytes, results in all_results:
+def render_tables(cases: list[dict[str, Any]], extractor: list[tuple[str, int, str, float]]) -> list[str]:
+    lines: list[str] = []
+    for case in cases:
+        results = case["results"]
         lines += [
-            title,
+            case["title"],
             "",
             "| contender | median ms | images/s | × torchvision | peak extra memory |",
             "|---|---|---|---|---|",
@@ -323,8 +634,9 @@ def render(
                 lines.append(f"| {name} | n/a | n/a | n/a | {r['skipped']} |")
                 continue
             mem = r.get("peak_bytes")
-            mem_s = "n/a" if mem is None else f"{mem / 2**20:.1f} MiB ({mem / float(batch_bytes):.2f} batches)"
-            lines.append(f"| {name} | {r['median_ms']:.2f} | {r['images_per_s']:,.0f} | {r['ratio']:.2f} | {mem_s} |")
+            mem_s = "n/a" if mem is None else f"{mem / 2**20:.1f} MiB ({mem / float(case['batch_bytes']):.2f} batches)"
+            ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            lines.append(f"| {name} | {r['median_ms']:.2f} | {r['images_per_s']:,.0f} | {ratio} | {mem_s} |")
         lines.append("")
         timed = {name for name, r in results.items() if "median_ms" in r}
         pairs = [(a, b) for a, b in PEER_RATIOS if a in timed and b in timed]
@@ -337,7 +649,50 @@ def render(
         lines += ["| device | batch | what | median ms |", "|---|---|---|---|"]
         lines += [f"| {dev} | {batch} | {name} | {ms:.1f} |" for dev, batch, name, ms in extractor]
         lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def load_warning(*loads: str) -> list[str]:
+    """A warning paragraph when the 1-minute load average reached the number of cores (else nothing)."""
+    cores = os.cpu_count() or 1
+    ones = [float(load.split()[0]) for load in loads if load != "unknown"]
+    if not ones or max(ones) < cores:
+        return []
+    return [
+        f"**Loaded machine** (1-minute load average up to {max(ones):g} on {cores} cores): every time is inflated, "
+        "and most the per-sample Python loops (timm's ``elem`` mode), whose hundreds of small multi-threaded "
+        "operations each wait for a descheduled thread; rerun on an idle machine (or with ``--threads 1``).",
+        "",
+    ]
+
+
+def render_device(section: dict[str, Any], extractor: list[tuple[str, int, str, float]]) -> str:
+    """One device's section of the page: machine and load, the goals table, the full tables."""
+    lines = [
+        f"Machine: {machine()}. Median of {section['rounds']} interleaved rounds. "
+        f"Load average (1, 5, 15 min) before: {section['load_before']}, after: {section['load_after']}.",
+        "",
+        *load_warning(section["load_before"], section["load_after"]),
+    ]
+    lines += render_goals(evaluate_goals(section["cases"]))
+    block = render_tables(section["cases"], extractor)
+    lines += ["", ".. code-block:: text", ""] + ["   " + line if line else "" for line in block]
+    return "\n".join(lines).rstrip()
+
+
+def write_sections(path: str, sections: dict[str, str]) -> None:
+    """Replace the text between ``.. begin-NAME`` and ``.. end-NAME`` for every NAME in ``sections``."""
+    with open(path) as f:
+        text = f.read()
+    for name, body in sections.items():
+        begin, end = f".. begin-{name}", f".. end-{name}"
+        if text.count(begin) != 1 or text.count(end) != 1:
+            raise SystemExit(f"{path}: needs exactly one '{begin}' line and one '{end}' line")
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n\n{body}\n\n{end}{tail}"
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--quick", action="store_true", help="one small case, 3 rounds (a smoke test)")
     parser.add_argument(
@@ -353,47 +709,84 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--extractor-batch", type=int, default=8, help="batch for timing the ResNet-50 extractor (0: skip)"
     )
-    parser.add_argument("--write", help="write the tables into this .rst file (between the marker lines)")
+    parser.add_argument(
+        "--only", action="append", metavar="NAME", help="only these contenders (repeatable; the goals need theirs)"
+    )
+    parser.add_argument("--scaling", action="store_true", help="also the scaling table (CPU, float32)")
+    parser.add_argument("--scaling-only", action="store_true", help="only the scaling table")
+    parser.add_argument("--scaling-rounds", type=int, default=7)
+    parser.add_argument("--write", help="write the sections measured into this .rst file (between the marker lines)")
+    parser.add_argument("--json", help="write every number measured into this JSON file")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         _memory_child(*json.loads(args.memory_child))
         return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    if "cuda" in devices and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
     cases = [("float32", 8, 64)] if args.quick else CASES
     if args.case:
         cases = [(d, int(b), int(n)) for d, b, n in (c.split(":") for c in args.case)]
     rounds = 3 if args.quick else args.rounds
-    all_results = []
-    for dev in devices:
+    started = time.perf_counter()
+    report: dict[str, Any] = {"machine": machine(), "devices": {}}
+    sections: dict[str, str] = {}
+    extractor: list[tuple[str, int, str, float]] = []
+    for dev in [] if args.scaling_only else devices:
         device = torch.device(dev)
+        section: dict[str, Any] = {"rounds": rounds, "load_before": _loadavg(), "cases": []}
         for dtype, batch, size in cases:
             title = f"**{dev}, {dtype}, batch {batch} x 3 x {size} x {size}**"
             print(title, flush=True)
-            results = time_case(dtype, batch, size, device, rounds, args.warmup)
+            only = None if args.only is None else tuple(dict.fromkeys([TV_CUTMIX, *args.only]))
+            results = time_case(dtype, batch, size, device, rounds, args.warmup, only)
             batch_bytes = batch * 3 * size * size * (4 if dtype == "float32" else 1)
             if not args.no_memory:
-                for name, r in results.items():
-                    if "skipped" not in r:
-                        r["peak_bytes"] = peak_memory(name, dtype, batch, size, device)
-            all_results.append((title, str(batch_bytes), results))
-    extractor: list[tuple[str, int, str, float]] = []
-    if args.extractor_batch > 0 and not args.quick:
-        for dev in devices:
+                names = [name for name, r in results.items() if "skipped" not in r]
+                for name, peak in peak_memory(names, dtype, batch, size, device).items():
+                    results[name]["peak_bytes"] = peak
+            section["cases"].append(
+                {
+                    "title": title,
+                    "dtype": dtype,
+                    "batch": batch,
+                    "size": size,
+                    "batch_bytes": batch_bytes,
+                    "results": results,
+                }
+            )
+        dev_extractor: list[tuple[str, int, str, float]] = []
+        if args.extractor_batch > 0 and not args.quick:
             extractor_rounds = 3 if dev == "cuda" else 1  # a CPU forward takes seconds
-            for name, ms in extractor_costs(torch.device(dev), args.extractor_batch, extractor_rounds):
-                extractor.append((dev, args.extractor_batch, name, ms))
-    table = render(all_results, rounds, extractor)
-    print(table)
+            for name, ms in extractor_costs(device, args.extractor_batch, extractor_rounds):
+                dev_extractor.append((dev, args.extractor_batch, name, ms))
+        section["load_after"] = _loadavg()
+        section["goals"] = [
+            {**{k: v for k, v in row.items() if k != "goal"}, **dataclasses.asdict(row["goal"])}
+            for row in evaluate_goals(section["cases"])
+        ]
+        section["extractor"] = dev_extractor
+        extractor += dev_extractor
+        report["devices"][dev] = section
+        sections[f"results-{dev}"] = render_device(section, dev_extractor)
+        print(sections[f"results-{dev}"], flush=True)
+    if args.scaling or args.scaling_only:
+        load_before = _loadavg()
+        scaling = run_scaling(torch.device("cpu"), args.scaling_rounds, 1)
+        scaling.update(load_before=load_before, load_after=_loadavg())
+        report["scaling"] = scaling
+        sections["scaling"] = render_scaling(scaling)
+        print(sections["scaling"], flush=True)
+    report["seconds"] = time.perf_counter() - started
+    print(f"done in {report['seconds']:.0f} s", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
     if args.write:
-        begin, end = ".. begin-results", ".. end-results"
-        with open(args.write) as f:
-            text = f.read()
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        block = "\n".join("   " + line if line else "" for line in table.splitlines())
-        with open(args.write, "w") as f:
-            f.write(f"{head}{begin}\n\n.. code-block:: text\n\n{block}\n\n{end}{tail}")
+        write_sections(args.write, sections)
     return 0
 
 

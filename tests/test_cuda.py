@@ -84,3 +84,15 @@ def test_cpu_and_gpu_give_the_same_mix(make):
     gpu = make(torch.Generator().manual_seed(0))(images.cuda(), labels.cuda())
     torch.testing.assert_close(cpu[0], gpu[0].cpu(), rtol=0, atol=1e-6)  # pastes equal, blends within an ulp
     torch.testing.assert_close(cpu[1], gpu[1].cpu())
+
+
+def test_the_sync_debug_mode_catches_a_sync():
+    """The no-sync test above is only as good as the detector: a read of a device value must raise under it."""
+    value = torch.ones(1, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pytest.raises(RuntimeError, match="synchroniz"):
+            value.item()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
