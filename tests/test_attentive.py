@@ -566,7 +566,8 @@ def test_bad_precomputed_attention_and_device_mismatch():
 
 
 @pytest.mark.parametrize(
-    ("map_size", "hint"), [((1, 1), "extractor_size=224,"), ((7, 3), "extractor_size=(32, 75),"), ((3, 7), "=(75, 32),")]
+    ("map_size", "hint"),
+    [((1, 1), "extractor_size=224,"), ((7, 3), "extractor_size=(32, 75),"), ((3, 7), "=(75, 32),")],
 )
 def test_a_feature_map_coarser_than_the_grid_raises_and_says_what_to_do(map_size, hint):
     """A 1x1 map (a ResNet on 32x32 CIFAR images) pooled to 7x7 is constant: every sample would get the same cells."""
@@ -724,3 +725,61 @@ def test_every_image_dtype_meets_a_float32_extractor(dtype):
     images = (torch.rand(4, 3, 64, 64) * (255 if dtype == torch.uint8 else 1)).to(dtype)
     out, labels = AttentiveCutMix(feature_extractor=net, num_classes=4)(images, torch.arange(4))
     assert out.dtype == dtype and labels.shape == (4, 4)
+
+
+# --- label_rule="attention" -----------------------------------------------------------------------------------------
+
+
+def test_attention_label_rule_gives_the_share_of_the_donors_attention_that_was_pasted():
+    """Label weight: the sum over pasted cells of max(heat, 0) * cell area, over that sum on all cells (loops)."""
+    b, g, k, h, w = 5, 3, 2, 10, 11  # 10 and 11 do not divide by 3: cells of unequal areas
+    heat = torch.rand(b, g, g, generator=torch.Generator().manual_seed(0)) - 0.2  # some negative cells
+    heat[3] = -1.0  # a donor without positive attention: its area stands in
+    images, labels = torch.rand(b, 3, h, w), torch.arange(b)
+    mix = AttentiveCutMix(grid_size=g, top_k=k, label_rule="attention", num_classes=b)
+    out, soft, _ = mix(images, labels, heat)
+
+    def bounds(size):
+        return [-(-i * size // g) for i in range(g + 1)]  # ceil(i * size / g)
+
+    rows, cols = bounds(h), bounds(w)
+    for i in range(b):
+        donor = (i - 1) % b
+        order = sorted(range(g * g), key=lambda c: (-float(heat[donor].flatten()[c]), c))
+        pasted = set(order[:k])
+        mass = {
+            c: max(float(heat[donor].flatten()[c]), 0.0)
+            * (rows[c // g + 1] - rows[c // g])
+            * (cols[c % g + 1] - cols[c % g])
+            for c in range(g * g)
+        }
+        area = sum((rows[c // g + 1] - rows[c // g]) * (cols[c % g + 1] - cols[c % g]) for c in pasted) / (h * w)
+        total = sum(mass.values())
+        share = sum(mass[c] for c in pasted) / total if total > 0 else area
+        assert abs(float(soft[i, donor]) - share) < 1e-6, (i, float(soft[i, donor]), share)
+        assert abs(float(soft[i, i]) - (1 - share)) < 1e-6
+        foreign = foreign_masks(out[i : i + 1], images[i : i + 1])[0]
+        assert int(foreign.sum()) == round(area * h * w)  # the pixels are the area rule's
+    # The default stays the area.
+    _, by_area, _ = AttentiveCutMix(grid_size=g, top_k=k, num_classes=b)(images, labels, heat)
+    assert not torch.allclose(by_area, soft)
+
+
+def test_attention_label_rule_is_checked_and_zero_for_unmixed_samples():
+    with pytest.raises(ValueError, match="label_rule must be one of"):
+        AttentiveCutMix(label_rule="saliency")
+    heat = torch.rand(8, 2, 2)
+    mix = AttentiveCutMix(
+        grid_size=2,
+        top_k=1,
+        label_rule="attention",
+        num_classes=8,
+        p=0.5,
+        per_sample=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    _, soft, _ = mix(torch.rand(8, 3, 4, 4), torch.arange(8), heat)
+    drawn = torch.rand(8, generator=torch.Generator().manual_seed(0)) < 0.5
+    assert 0 < int(drawn.sum()) < 8
+    for i in range(8):
+        assert (float(soft[i, i]) == 1.0) == (not bool(drawn[i]))
