@@ -194,6 +194,8 @@ class RandomMix(_MixBase):
     @torch.compiler.disable  # drawn in eager mode from the CPU generator, compiled or not
     def _draw_choice(self, size: int) -> Tensor:
         """The chosen child of each of ``size`` samples (a CPU int64 tensor)."""
+        if size == 0:
+            return torch.zeros(0, dtype=torch.int64)  # multinomial refuses to draw nothing
         total = sum(self._choice_p)
         probabilities = torch.tensor([v / total for v in self._choice_p], dtype=torch.float64)
         return torch.multinomial(probabilities, size, replacement=True, generator=self.generator)
