@@ -1,6 +1,7 @@
 """Shared test helpers."""
 
 import torch
+from hypothesis import strategies as st
 
 
 def foreign_masks(out: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
@@ -18,3 +19,8 @@ def is_one_rectangle(mask: torch.Tensor) -> bool:
     cols = mask.any(dim=0).nonzero().flatten()
     y1, y2, x1, x2 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
     return bool(mask[y1:y2, x1:x2].all()) and int(mask.sum()) == (y2 - y1) * (x2 - x1)
+
+
+def image_sides(low, high):
+    """``image_batches`` arguments for heights and widths drawn independently in ``[low, high]``."""
+    return {"heights": st.integers(low, high), "widths": st.integers(low, high)}

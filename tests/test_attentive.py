@@ -18,6 +18,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from torchvision_mix import AttentiveCutMix, attention, masks
+from torchvision_mix._scoring import DefaultExtractor
 from torchvision_mix.testing import check_mix_transform
 from torchvision_mix.testing import strategies as mst
 
@@ -112,7 +113,8 @@ def test_the_reference_itself_on_a_hand_made_case():
 @st.composite
 def attentive_cases(draw):
     grid = draw(st.integers(1, 8))
-    images, labels, num_classes = draw(mst.mix_inputs(min_side=grid, max_side=48))
+    case = draw(mst.mix_inputs(images=mst.image_batches(heights=st.integers(grid, 48), widths=st.integers(grid, 48))))
+    images, labels, num_classes = case.images, case.labels, case.num_classes
     k = draw(st.integers(1, grid * grid))
     channels = draw(st.sampled_from([1, 2, 4]))  # powers of two: the channel means of integers are exact
     sizes = st.sampled_from([grid, grid + 1, grid + 3, 2 * grid])  # never coarser than the grid
@@ -362,7 +364,7 @@ def test_precomputed_attention_with_nan_is_refused_on_the_cpu():
 
 def test_grey_images_reach_the_default_extractor_as_rgb_and_other_channel_counts_are_refused(monkeypatch):
     planted = Planted(torch.rand(3, 4, 7, 7))
-    monkeypatch.setattr(AttentiveCutMix, "_build_default_extractor", lambda self: planted)
+    monkeypatch.setattr(DefaultExtractor, "build", lambda self: planted)
     grey = torch.rand(3, 1, 28, 28)
     out, _ = AttentiveCutMix(num_classes=3)(grey, torch.arange(3))
     (call,) = planted.calls
@@ -463,7 +465,7 @@ def test_default_backbone_is_resnet50_up_to_layer4():
     images = torch.rand(2, 3, 224, 224)
     out, soft = mix(images, torch.arange(2))
     assert soft.shape == (2, 2)
-    backbone = mix._default_extractor.backbone
+    backbone = mix._scorer.default.module.backbone
     assert isinstance(backbone[-1], type(torchvision.models.resnet50().layer4))
     assert backbone(torch.rand(1, 3, 224, 224)).shape == (1, 2048, 7, 7)
     assert (foreign_masks(out, images).flatten(1).sum(1) == 6 * 32 * 32).all()
@@ -563,7 +565,9 @@ def test_bad_precomputed_attention_and_device_mismatch():
 # --- feature maps coarser than the grid, and extractor_size ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("map_size", "hint"), [((1, 1), "extractor_size=224"), ((7, 3), "(32, 75)"), ((3, 7), "")])
+@pytest.mark.parametrize(
+    ("map_size", "hint"), [((1, 1), "extractor_size=224,"), ((7, 3), "extractor_size=(32, 75),"), ((3, 7), "=(75, 32),")]
+)
 def test_a_feature_map_coarser_than_the_grid_raises_and_says_what_to_do(map_size, hint):
     """A 1x1 map (a ResNet on 32x32 CIFAR images) pooled to 7x7 is constant: every sample would get the same cells."""
     images = torch.rand(4, 3, 32, 32)
@@ -573,7 +577,7 @@ def test_a_feature_map_coarser_than_the_grid_raises_and_says_what_to_do(map_size
     with pytest.raises(ValueError, match=r"coarser than the 7x7 grid") as info:
         mix(images, torch.arange(4))
     message = str(info.value)
-    assert hint in message and "extractor_size=" in message and f"grid_size of at most {min(map_size)}" in message
+    assert hint in message and message.count("=") == 1  # one cause, one fix: the size that gives a 7x7 map
     assert torch.equal(images, before)
 
 
@@ -659,7 +663,7 @@ def test_normalize_false_reaches_the_default_extractor():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         mix(normalized, torch.arange(2))
-    assert mix._default_extractor.normalize is False
+    assert mix._scorer.default.module.normalize is False
 
 
 # --- the default extractor offline ----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 import torch
-from helpers import foreign_masks, is_one_rectangle
+from helpers import foreign_masks, image_sides, is_one_rectangle
 from hypothesis import given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
@@ -24,7 +24,7 @@ def make(seed=0, **kwargs):
 @given(mst.mix_inputs(), alphas, st.booleans(), st.booleans(), mst.seeds(), st.floats(0.0, 1.0))
 def test_cutmix_invariants(inputs, alpha, per_sample, inplace, seed, eps):
     """Pixels come from the sample or its partner; label weights equal pixel fractions exactly."""
-    images, labels, k = inputs
+    images, labels, k = inputs.images, inputs.labels, inputs.num_classes
     eps = round(eps * 0.5, 3)
     cutmix = make(seed, alpha=alpha, num_classes=k, per_sample=per_sample, inplace=inplace, label_smoothing=eps)
     before = images.clone()
@@ -43,18 +43,18 @@ def test_cutmix_invariants(inputs, alpha, per_sample, inplace, seed, eps):
         assert out.is_contiguous(memory_format=cl) == before.is_contiguous(memory_format=cl)
 
 
-@given(mst.mix_inputs(kinds=("image",), dtypes=[torch.float32]), st.booleans(), mst.seeds())
+@given(mst.mix_inputs(images=mst.image_batches(kinds=("image",), dtypes=[torch.float32])), st.booleans(), mst.seeds())
 def test_inplace_gives_the_same_result_as_a_new_batch(inputs, per_sample, seed):
-    images, labels, k = inputs
+    images, labels, k = inputs.images, inputs.labels, inputs.num_classes
     new_images, new_labels = make(seed, num_classes=k, per_sample=per_sample)(images, labels)
     out_images, out_labels = make(seed, num_classes=k, per_sample=per_sample, inplace=True)(images, labels)
     assert out_images is images
     assert torch.equal(images, new_images) and torch.equal(out_labels, new_labels)
 
 
-@given(mst.mix_inputs(max_side=16), mst.seeds(), st.booleans())
+@given(mst.mix_inputs(images=mst.image_batches(**image_sides(1, 16))), mst.seeds(), st.booleans())
 def test_same_generator_seed_same_mix(inputs, seed, per_sample):
-    images, labels, k = inputs
+    images, labels, k = inputs.images, inputs.labels, inputs.num_classes
     a = make(seed, num_classes=k, per_sample=per_sample)(images, labels)
     b = make(seed, num_classes=k, per_sample=per_sample)(images, labels)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

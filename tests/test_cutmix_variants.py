@@ -84,7 +84,7 @@ def test_fixed_box_larger_than_the_image_is_refused_before_anything_changes():
         CutMix(num_classes=4, box_size=9, inplace=True)(x, torch.arange(4))
     assert torch.equal(x, before)
     for bad in (0, (3, 0), (2, 2, 2), 2.5, True):
-        with pytest.raises(ValueError, match="box size"):
+        with pytest.raises(ValueError, match="box_size must be"):
             CutMix(box_size=bad)
 
 

@@ -3,6 +3,7 @@
 import PIL.Image
 import pytest
 import torch
+from helpers import image_sides
 from hypothesis import example, given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
@@ -255,7 +256,7 @@ def test_malformed_inputs_get_a_clean_error_or_a_correct_result(images, labels, 
     check_mix_transform(lambda *_: out, before_images, before_labels, num_classes=num_classes, kinds=("none", "paste"))
 
 
-@given(mst.image_batches(max_side=8), st.sampled_from([(3,), (2, 2), (5, 3, 1), ()]), st.booleans())
+@given(mst.image_batches(**image_sides(1, 8)), st.sampled_from([(3,), (2, 2), (5, 3, 1), ()]), st.booleans())
 def test_wrong_label_shapes_for_real_images(images, shape, soft):
     labels = torch.zeros(shape) if soft else torch.zeros(shape, dtype=torch.int64)
     cutmix = CutMix(num_classes=3)

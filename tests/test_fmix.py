@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from helpers import foreign_masks
+from helpers import foreign_masks, image_sides
 from hypothesis import given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
@@ -125,9 +125,15 @@ def test_low_frequency_masks_at_224_have_the_drawn_count_and_few_regions():
     assert (edges < 0.1 * 224 * 224).all()  # boundaries are lines, not a pixel noise
 
 
-@given(mst.mix_inputs(max_side=24), st.booleans(), st.booleans(), mst.seeds(), st.sampled_from([0.3, 1.0, 4.0]))
+@given(
+    mst.mix_inputs(images=mst.image_batches(**image_sides(1, 24))),
+    st.booleans(),
+    st.booleans(),
+    mst.seeds(),
+    st.sampled_from([0.3, 1.0, 4.0]),
+)
 def test_fmix_invariants(inputs, per_sample, inplace, seed, alpha):
-    images, labels, k = inputs
+    images, labels, k = inputs.images, inputs.labels, inputs.num_classes
     mix = make(seed, num_classes=k, per_sample=per_sample, inplace=inplace, alpha=alpha)
     report = check_mix_transform(mix, images, labels, num_classes=k, inplace=inplace)
     b = images.shape[0]

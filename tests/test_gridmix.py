@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 import torch
-from helpers import foreign_masks
+from helpers import foreign_masks, image_sides
 from hypothesis import given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
@@ -113,9 +113,9 @@ def test_per_sample_p_gating_replays_the_stream():
     assert 0 < int(gated.sum()) < 9 and torch.equal(soft[gated], torch.eye(9)[gated])
 
 
-@given(mst.mix_inputs(min_side=7, max_side=24), st.booleans(), st.booleans(), mst.seeds())
+@given(mst.mix_inputs(images=mst.image_batches(**image_sides(7, 24))), st.booleans(), st.booleans(), mst.seeds())
 def test_gridmix_invariants(inputs, per_sample, inplace, seed):
-    images, labels, k = inputs
+    images, labels, k = inputs.images, inputs.labels, inputs.num_classes
     mix = make(seed, num_classes=k, per_sample=per_sample, inplace=inplace)
     report = check_mix_transform(mix, images, labels, num_classes=k, inplace=inplace)
     b = images.shape[0]

@@ -106,7 +106,7 @@ class _Bad(MaskMix):
         (lambda b: [[True]], TypeError, r"_Bad.make_masks\(\) must return a boolean tensor .* returned a list"),
         (lambda b: torch.ones(b.shape[0], 4, 4), TypeError, r"_Bad.make_masks\(\) .* dtype torch.float32"),
         (lambda b: torch.ones(b.shape[0], 3, 4, dtype=torch.bool), ValueError, r"shape \(B, H, W\) = \(2, 4, 4\)"),
-        (lambda b: torch.ones(1, 4, 4, dtype=torch.bool), ValueError, r"_Bad.make_masks\(\) .* shape \(1, 4, 4\)"),
+        (lambda b: torch.ones(3, 4, 4, dtype=torch.bool), ValueError, r"_Bad.make_masks\(\) .* shape \(3, 4, 4\)"),
         (lambda b: torch.ones(2, 4, 4, dtype=torch.bool, device="meta"), ValueError, r"device cpu.* on meta"),
     ],
 )

@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
+from helpers import image_sides
 from hypothesis import given
 from hypothesis import strategies as st
 
 from torchvision_mix import masks
-from torchvision_mix._core.apply import _paste_box
+from torchvision_mix._core._kernels import paste_box
 from torchvision_mix.testing import strategies as mst
 
 sides = st.integers(1, 64)
@@ -163,7 +164,7 @@ def test_top_k_uses_both_axes_not_the_diagonal():
     assert m[0, 32:64, 160:192].all() and int(m.sum()) == 32 * 32
 
 
-@given(mst.image_batches(kinds=("tensor",), max_side=24), mst.seeds(), st.booleans())
+@given(mst.image_batches(kinds=("tensor",), **image_sides(1, 24)), mst.seeds(), st.booleans())
 def test_paste_takes_partner_pixels_exactly_where_the_mask_says(images, seed, inplace):
     b, _, h, w = images.shape
     m = torch.rand(b, h, w, generator=torch.Generator().manual_seed(seed)) < 0.5
@@ -179,7 +180,7 @@ def test_paste_takes_partner_pixels_exactly_where_the_mask_says(images, seed, in
     )
 
 
-@given(mst.image_batches(kinds=("tensor", "video"), max_side=24), mst.seeds(), st.booleans())
+@given(mst.image_batches(kinds=("tensor", "video"), **image_sides(1, 24)), mst.seeds(), st.booleans())
 def test_paste_with_a_partner_index(images, seed, inplace):
     g = torch.Generator().manual_seed(seed)
     b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
@@ -191,7 +192,7 @@ def test_paste_with_a_partner_index(images, seed, inplace):
     assert torch.equal(out, torch.where(m.reshape(shape), before[partner], before))
 
 
-@given(mst.image_batches(kinds=("tensor", "video"), max_side=24), mst.seeds(), st.booleans())
+@given(mst.image_batches(kinds=("tensor", "video"), **image_sides(1, 24)), mst.seeds(), st.booleans())
 def test_region_only_box_paste_equals_the_mask_paste(images, seed, inplace):
     images = images.as_subclass(torch.Tensor)
     b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
@@ -199,7 +200,7 @@ def test_region_only_box_paste_equals_the_mask_paste(images, seed, inplace):
     m = masks.boxes_to_masks(box, h, w).expand(b, h, w)
     before = images.clone()
     expected = masks.paste(images, m)
-    out = _paste_box(images, tuple(box[0].tolist()), inplace=inplace)
+    out = paste_box(images, tuple(box[0].tolist()), inplace=inplace)
     assert (out is images) == inplace and torch.equal(out, expected)
     if not inplace:
         assert torch.equal(images, before)
@@ -228,12 +229,12 @@ def test_mix_labels_is_the_convex_mix(batch, k, seed, eps, soft):
 
 @given(st.integers(0, 4), st.integers(1, 3000), mst.seeds(), st.floats(0, 1))
 def test_pixel_counts_are_exact_for_every_row_length(batch, n, seed, density):
-    from torchvision_mix._core.apply import _count_true
+    from torchvision_mix._core._kernels import count_true
 
     flat = torch.rand(batch, n, generator=torch.Generator().manual_seed(seed)) < density
-    assert torch.equal(_count_true(flat.view(torch.uint8)), flat.sum(dim=1))
+    assert torch.equal(count_true(flat.view(torch.uint8)), flat.sum(dim=1))
     full = torch.ones(2, 8 * 255 * 3, dtype=torch.uint8)  # every lane at its 255 limit
-    assert _count_true(full).tolist() == [8 * 255 * 3] * 2
+    assert count_true(full).tolist() == [8 * 255 * 3] * 2
 
 
 @pytest.mark.parametrize("bad", [-0.5, 1.5, float("nan"), float("inf")])

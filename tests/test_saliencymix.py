@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import foreign_masks, is_one_rectangle
+from helpers import foreign_masks, image_sides, is_one_rectangle
 from hypothesis import given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
@@ -212,9 +212,9 @@ def test_default_saliency_centres_each_box_on_its_donors_peak(per_sample):
     assert torch.equal(foreign_masks(out, images), expected)
 
 
-@given(mst.mix_inputs(max_side=24), st.booleans(), st.booleans(), mst.seeds())
+@given(mst.mix_inputs(images=mst.image_batches(**image_sides(1, 24))), st.booleans(), st.booleans(), mst.seeds())
 def test_saliencymix_invariants(inputs, per_sample, inplace, seed):
-    images, labels, k = inputs
+    images, labels, k = inputs.images, inputs.labels, inputs.num_classes
     mix = SaliencyMix(
         num_classes=k, per_sample=per_sample, inplace=inplace, generator=torch.Generator().manual_seed(seed)
     )

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import foreign_masks
+from helpers import foreign_masks, image_sides
 from hypothesis import given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
@@ -31,7 +31,7 @@ def _transforms(seed, labels):
     ]
 
 
-@given(mst.image_batches(kinds=("image",), min_side=3, max_side=24), st.booleans(), st.booleans(), mst.seeds())
+@given(mst.image_batches(kinds=("image",), **image_sides(3, 24)), st.booleans(), st.booleans(), mst.seeds())
 def test_mask_pixels_move_with_the_image_pixels(images, channel_dim, with_labels, seed):
     b, _, h, w = images.shape
     # Class ids that differ between any two samples at every pixel, like the images.

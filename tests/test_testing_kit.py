@@ -1,7 +1,10 @@
 """The testing kit: strategies validate their arguments, and the checker catches wrong variants."""
 
+import functools
+
 import pytest
 import torch
+from helpers import image_sides
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
@@ -79,15 +82,15 @@ def test_wrong_variants_are_caught_with_the_sample_and_the_error(bug, match):
 
 
 @settings(max_examples=20)
-@given(mst.mix_inputs(max_side=16, min_batch_size=2), mst.seeds())
+@given(mst.mix_inputs(images=mst.image_batches(batch_sizes=st.integers(2, 8), **image_sides(1, 16))), mst.seeds())
 def test_sampled_lambda_variant_is_caught_by_a_property_test(inputs, seed):
     """What a user's property test does: the planted bug is found on generated inputs."""
-    images, labels, k = inputs
+    images, labels, k = inputs.images, inputs.labels, inputs.num_classes
     if images.shape[-1] * images.shape[-2] < 16:
         return
     variant = Variant(k, bug="sampled_lambda", seed=seed)
-    try:
-        check_mix_transform(variant, images, labels, num_classes=k)
+    try:  # a box mix: a blend by a small weight would round to the unmixed pixels of low-precision dtypes
+        check_mix_transform(variant, images, labels, num_classes=k, kinds=("none", "paste"))
     except MixCheckError:
         return
     # Rarely the sampled value equals the measured fraction within tolerance for every sample.
@@ -108,12 +111,9 @@ def test_checker_reports_ambiguous_pixels_as_a_range():
 @pytest.mark.parametrize(
     ("strategy", "match"),
     [
-        (lambda: mst.image_batches(min_batch_size=3, max_batch_size=2), "max_batch_size=2 must be >= min_batch_size=3"),
-        (lambda: mst.image_batches(min_side=0), "min_side=0 must be >= 1"),
         (lambda: mst.image_batches(dtypes=[]), "use dtypes=\\[torch.float32\\]"),
         (lambda: mst.image_batches(kinds=["png"]), "kinds must be a non-empty subset"),
         (lambda: mst.labels(batch_size=2, num_classes=0), "num_classes=0 must be >= 1"),
-        (lambda: mst.mix_inputs(min_classes=3, max_classes=1), "max_classes=1"),
     ],
 )
 def test_strategies_check_their_arguments(strategy, match):
@@ -125,7 +125,7 @@ def test_strategies_check_their_arguments(strategy, match):
         draw_one()
 
 
-@given(mst.image_batches(max_batch_size=8, max_side=12), st.data())
+@given(mst.image_batches(batch_sizes=st.integers(1, 8), **image_sides(1, 12)), st.data())
 def test_image_batches_have_distinct_samples_and_the_asked_layout(images, data):
     assert isinstance(images, (tv_tensors.Image, tv_tensors.Video)) or type(images) is torch.Tensor
     assert images.ndim == (5 if isinstance(images, tv_tensors.Video) else 4)
@@ -564,7 +564,7 @@ def _same_tree(a, b):
     return a == b
 
 
-@given(mst.mix_inputs(structure=st.sampled_from(mst.STRUCTURES), max_side=10))
+@given(mst.mix_inputs(images=mst.image_batches(**image_sides(1, 10)), structure=st.sampled_from(mst.STRUCTURES)))
 def test_mix_inputs_build_the_structure_they_name(case):
     assert _same_tree(case.args, _layout(case))
     b, h, w = case.images.shape[0], case.images.shape[-2], case.images.shape[-1]
@@ -579,8 +579,6 @@ def test_mix_inputs_build_the_structure_they_name(case):
         assert case.masks is None
     if case.structure in ("args", "tuple", "list"):
         assert case.extras == {}
-    images, labels, num_classes = case  # unpacks as the earlier (images, labels, num_classes)
-    assert images is case.images and labels is case.labels and num_classes == case.num_classes
 
 
 @given(
@@ -601,7 +599,13 @@ def test_image_batches_draw_from_the_strategies_given(images):
 
 @given(st.data())
 def test_a_drawn_case_checks_with_its_own_num_classes(data):
-    case = data.draw(mst.mix_inputs(num_classes=st.just(7), soft=False, max_side=8))
+    case = data.draw(
+        mst.mix_inputs(
+            images=mst.image_batches(**image_sides(1, 8)),
+            num_classes=st.just(7),
+            labels=functools.partial(mst.labels, soft=False),
+        )
+    )
     report = check_mix_transform(CutMix(num_classes=7), case)
     assert report.labels is None or report.labels.shape[1] == 7
     clone = case.clone()
@@ -611,13 +615,11 @@ def test_a_drawn_case_checks_with_its_own_num_classes(data):
 @pytest.mark.parametrize(
     ("strategy", "match"),
     [
-        (lambda: mst.image_batches(batch_sizes=st.just(2), min_batch_size=1), "either batch_sizes= or min_batch_size"),
         (lambda: mst.image_batches(kinds=st.just("png")), "kinds drew 'png'"),
         (lambda: mst.image_batches(dtypes=st.just(torch.bool)), "dtypes drew torch.bool"),
         (lambda: mst.image_batches(heights=st.just(0)), "heights drew 0"),
         (lambda: mst.image_batches(batch_sizes=[1, 2]), "batch_sizes must be a strategy"),
         (lambda: mst.mix_inputs(structure=st.just("nested")), "structure drew 'nested'"),
-        (lambda: mst.mix_inputs(images=mst.image_batches(), max_side=3), "either images= or image_batches"),
         (lambda: mst.mix_inputs(extras=lambda **_: st.just({"labels": 1}), structure=st.just("dict")), "extras drew"),
         (lambda: mst.mix_inputs(num_classes=st.just(0)), "num_classes drew 0"),
     ],

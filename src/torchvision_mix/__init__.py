@@ -2,13 +2,13 @@
 
 Public names: the mixes (:class:`CutMix`, :class:`AttentiveCutMix`, :class:`SaliencyMix`,
 :class:`FMix`, :class:`GridMix`, :class:`MixUp`), the switch between them (:class:`RandomMix`),
-the public base of mask mixes :class:`MaskMix`,
+the public bases of mask mixes and blends :class:`MaskMix` and :class:`BlendMix`,
 :class:`MixCollate`, the core in :mod:`torchvision_mix.masks` and the feature
 extractors in :mod:`torchvision_mix.attention`.
 """
 
 from . import attention, masks
-from ._base import MaskMix, UnsupportedInputError
+from ._base import BlendMix, MaskMix, UnsupportedInputError
 from ._mixes.attentive import AttentiveCutMix
 from ._mixes.cutmix import CutMix
 from ._mixes.fmix import FMix
@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttentiveCutMix",
+    "BlendMix",
     "CutMix",
     "FMix",
     "GridMix",

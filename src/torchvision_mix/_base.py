@@ -1,13 +1,15 @@
 """The bases every mix is built on: find the inputs, validate, build the weight, apply, mix the labels.
 
-:class:`MaskMix` is the public base of the mask family: a subclass implements one method,
-:meth:`MaskMix.make_masks`. :class:`_MixBase` holds what blends (MixUp) and switches (RandomMix)
-share with it.
+Two public bases, each asking a subclass for one thing: :class:`MaskMix` for the boolean mask
+(:meth:`MaskMix.make_masks`, or boxes through :meth:`MaskMix.make_boxes`), :class:`BlendMix` for
+the partner's blend weight (:meth:`BlendMix.make_weights`). :class:`_MixBase` holds what they and
+the switch :class:`~torchvision_mix.RandomMix` share: inputs, validation, ``p``, the label-rule
+hook :meth:`_MixBase.label_weights`, labels, pickling. :meth:`_MixBase.make_params` returns the
+parameters of one call as a dict (see there), which a switch combines.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import PIL.Image
@@ -18,19 +20,12 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 
 from ._core import _checks
-from ._core.apply import _paste_box, apply, blend_dtype, mask_fractions
-from ._core.labels import _check_labels, _mix_labels
-from ._inputs import _check_probability, _default_labels_getter, _is_pure_tensor, _main_batch, _parse_labels_getter
+from ._core._kernels import blend_dtype, mix_labels_unchecked, paste_box
+from ._core.apply import apply, mask_fractions
+from ._core.build import boxes_to_masks
+from ._inputs import UnsupportedInputError, _default_labels_getter, _is_pure_tensor, _main_batch, _parse_labels_getter
 
-__all__ = ["MaskMix", "UnsupportedInputError"]
-
-
-class UnsupportedInputError(TypeError, ValueError):
-    """An input a mix cannot take (a PIL image, boxes, keypoints, a mask to blend).
-
-    Both a :class:`TypeError` and a :class:`ValueError`: torchvision's ``v2.CutMix`` raises
-    ``ValueError`` for these, so code written against it catches ours too.
-    """
+__all__ = ["BlendMix", "MaskMix", "UnsupportedInputError"]
 
 
 class _GeneratorState:
@@ -50,25 +45,6 @@ class _GeneratorState:
         return generator
 
 
-@dataclass
-class _Weights:
-    """The partner's per-pixel weight that a mix built for one batch (on the batch's device).
-
-    ``masks``: boolean ``(B, H, W)``, pasted pixels; ``blend``: ``(B,)`` blend weights of the
-    partner (in the dtype the blend is computed in); ``box``: when set, ``masks`` is this one box
-    for every sample, which allows a region-only paste; ``applied``: ``(B,)`` bool, the samples
-    that were mixed; ``lam``: ``(B,)`` the mean weight of the partner in each sample; ``label``:
-    the partner's weight in the labels when already decided (a switch between mixes asks each).
-    """
-
-    lam: Tensor
-    applied: Tensor
-    masks: Tensor | None = None
-    blend: Tensor | None = None
-    box: tuple[int, int, int, int] | None = None
-    label: Tensor | None = None
-
-
 def _plain(x: Tensor) -> Tensor:
     """``x`` as a plain tensor (torch.compile cannot trace ``as_subclass`` on a plain tensor)."""
     return x if type(x) is Tensor else x.as_subclass(Tensor)
@@ -82,8 +58,6 @@ class _MixBase(Transform):
     """What every mix of this package shares: inputs, validation, ``p``, labels, pickling."""
 
     _unsupported = (PIL.Image.Image, tv_tensors.BoundingBoxes, tv_tensors.KeyPoints)
-    #: Whether segmentation ``Mask`` leaves can be mixed (a blend cannot mix class ids).
-    _mixes_segmentation = True
 
     def __init__(
         self,
@@ -101,12 +75,17 @@ class _MixBase(Transform):
         label_smoothing = _checks._check_label_smoothing(label_smoothing)
         _checks._check_generator(generator)
         self.num_classes = num_classes
-        self._p = _check_probability(p)
+        self._p = _checks._check_p(p)
         self.per_sample = _checks._check_bool("per_sample", per_sample)
         self.inplace = _checks._check_bool("inplace", inplace)
         self.label_smoothing = label_smoothing
         self.generator = generator
         self._labels_getter = _parse_labels_getter(labels_getter)
+
+    @property
+    def blends(self) -> bool:
+        """Whether the mix blends pixels (then segmentation masks, which hold class ids, are refused)."""
+        return False
 
     @property
     def p(self) -> float:
@@ -119,7 +98,7 @@ class _MixBase(Transform):
 
     @p.setter
     def p(self, value: float) -> None:
-        self._p = _check_probability(value)
+        self._p = _checks._check_p(value)
 
     #: Options a switch (:class:`~torchvision_mix.RandomMix`) sets for the children it adopts.
     _switch_options = frozenset({"num_classes", "per_sample", "inplace", "label_smoothing"})
@@ -161,13 +140,22 @@ class _MixBase(Transform):
         ``side_inputs`` what :meth:`get_side_inputs` found. Default: accept.
         """
 
-    def _make_weights(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> _Weights:
-        """The weight of the partner for this batch; ``applied`` is ``True`` or a ``(B,)`` bool tensor."""
-        raise NotImplementedError
+    def label_weights(self, lam: Tensor, applied: Tensor, **extras: Any) -> Tensor:
+        """The label rule: the partner's weight in each label row. Default: ``lam``, the measured pixel weight.
 
-    def _label_weights(self, weights: _Weights) -> Tensor:
-        """The partner's weight in each label row: ``lam`` (the pixel fraction) unless a rule says otherwise."""
-        return weights.lam
+        Args:
+            lam: ``(B,)`` the partner's mean weight in each output sample, measured on what was
+                built (the exact pasted fraction for a mask; the blend weight for a blend).
+            applied: ``(B,)`` bool, the samples that were mixed (the others have ``lam == 0``).
+            extras: what :meth:`MaskMix.make_masks` returned beside ``"masks"`` (a dict
+                return), e.g. a per-sample score the rule reads.
+
+        Return a float tensor ``(B,)`` in [0, 1] on ``lam``'s device; the base sets the weight of
+        samples that were not mixed to 0. Overriding this deliberately breaks "label weight =
+        pixel fraction" (CutMix's ``label_rule="one_hot"`` does); the testing kit checks such a
+        rule through its ``label_rule=`` argument.
+        """
+        return lam
 
     # ---------------------------------------------------------------------------------------
     # Input discovery and validation: everything is checked before anything is changed.
@@ -190,7 +178,7 @@ class _MixBase(Transform):
         if isinstance(leaf, tv_tensors.Video):
             expected, layout = (5,), "(B, T, C, H, W)"
         elif isinstance(leaf, tv_tensors.Mask):
-            if not self._mixes_segmentation:
+            if self.blends:
                 raise UnsupportedInputError(
                     f"{me}() can blend pixels, but a segmentation Mask holds class ids, which cannot be blended: "
                     "mix masks with mask mixes only (CutMix, FMix, ...). A v2.RandomChoice([CutMix(...), "
@@ -212,7 +200,7 @@ class _MixBase(Transform):
             )
         if leaf.is_complex():
             raise TypeError(f"{me}() does not mix complex tensors, but got dtype {leaf.dtype}.")
-        if leaf.dtype == torch.bool and not self._mixes_segmentation:
+        if leaf.dtype == torch.bool and self.blends:
             raise TypeError(f"{me}() blends pixels and cannot blend a bool tensor; convert it to a number dtype.")
         size = (leaf.shape[0], leaf.shape[-2], leaf.shape[-1])
         if reference is not None and size != reference:
@@ -253,7 +241,7 @@ class _MixBase(Transform):
                 raise ValueError(f"All batches must be on one device, but got {device} and {flat_inputs[i].device}.")
         if labels is not None:
             assert reference is not None
-            _check_labels(labels, num_classes=self.num_classes, batch_size=reference[0])
+            _checks._check_labels(labels, num_classes=self.num_classes, batch_size=reference[0])
         self.check_batch(_main_batch([flat_inputs[i] for i in leaves]), **side_inputs)
         return leaves, labels, side_inputs
 
@@ -292,32 +280,74 @@ class _MixBase(Transform):
                     flat_outputs[i] = self.transform(x, params)
         return tree_unflatten(flat_outputs, spec)
 
-    def make_params(self, flat_inputs: list[Any], **side_inputs: Any) -> dict[str, Any]:
+    def make_params(
+        self, flat_inputs: list[Any], *, applied: Tensor | bool | None = None, **side_inputs: Any
+    ) -> dict[str, Any]:
+        """The parameters of one call, built on the batch's device.
+
+        ``flat_inputs`` are the leaves to mix (the first image or video drives the mix), ``side_inputs``
+        what :meth:`get_side_inputs` found. ``applied`` (for switches such as
+        :class:`~torchvision_mix.RandomMix`): ``True``, ``False`` or a ``(B,)`` bool CPU tensor of
+        the samples to mix; ``None`` draws it from ``p``. Returns a dict: ``masks`` (bool
+        ``(B, H, W)``: pasted pixels) or ``None``; ``box`` (``(x1, y1, x2, y2)`` when ``masks`` is
+        that one box for every sample, which allows a region-only paste) or ``None``; ``blend``
+        (``(B,)`` partner weights of a blend, in the dtype it is computed in) or ``None``; ``lam``
+        (``(B,)`` the partner's measured mean weight); ``label_weights`` (``(B,)`` the partner's
+        weight in the labels, from :meth:`label_weights`); ``applied`` (``(B,)`` bool).
+        """
         batch = _plain(_main_batch(flat_inputs))
-        applied = self._draw_apply(batch.shape[0])
-        weights = None if applied is False else self._make_weights(batch, applied, side_inputs)
-        if weights is None:
-            lam = torch.zeros(batch.shape[0], dtype=_lam_dtype(batch.device), device=batch.device)
-        else:
-            lam = self._label_weights(weights) if weights.label is None else weights.label
-        return {"weights": weights, "lam": lam}
+        size = batch.shape[0]
+        if applied is None:
+            applied = self._draw_apply(size)
+        lam_dtype = _lam_dtype(batch.device)
+        if applied is False:
+            zeros = torch.zeros(size, dtype=lam_dtype, device=batch.device)
+            none = torch.zeros(size, dtype=torch.bool, device=batch.device)
+            return {"masks": None, "box": None, "blend": None, "lam": zeros, "label_weights": zeros, "applied": none}
+        params, extras = self._build(batch, applied, side_inputs)
+        mixed = _applied_on(applied, size, batch.device)
+        params["applied"] = mixed
+        weights = self.label_weights(params["lam"], mixed, **extras)
+        weights = self._checked_label_weights(weights, size, params["lam"])
+        params["label_weights"] = weights * mixed if isinstance(applied, Tensor) else weights
+        return params
+
+    def _build(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+        """The weights of one call (see :meth:`make_params`) and the extras for :meth:`label_weights`."""
+        raise NotImplementedError(f"{type(self).__name__} must derive from MaskMix or BlendMix.")
+
+    def _checked_label_weights(self, weights: Any, size: int, lam: Tensor) -> Tensor:
+        name = f"{type(self).__name__}.label_weights()"
+        if not isinstance(weights, Tensor) or weights.shape != (size,) or not weights.is_floating_point():
+            raise ValueError(
+                f"{name} must return a float tensor of shape ({size},), "
+                f"but returned {_checks._describe(weights, dtype=True)}."
+            )
+        if weights.device != lam.device:
+            raise ValueError(f"{name} must return weights on {lam.device}, but returned them on {weights.device}.")
+        _checks._check_unit_range(name, weights)
+        return weights
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if inpt is params["labels"]:
             # Checked in forward() before anything was changed.
-            return _mix_labels(
-                inpt, params["lam"], num_classes=self.num_classes, partner=None, label_smoothing=self.label_smoothing
+            return mix_labels_unchecked(
+                inpt,
+                params["label_weights"],
+                num_classes=self.num_classes,
+                partner=None,
+                label_smoothing=self.label_smoothing,
             )
-        weights: _Weights | None = params["weights"]
-        if not isinstance(inpt, Tensor) or weights is None:
+        masks, blend = params["masks"], params["blend"]
+        if not isinstance(inpt, Tensor) or (masks is None and blend is None):
             return inpt
         plain = _plain(inpt)
-        if weights.box is not None and not (plain.requires_grad and torch.is_grad_enabled()):
-            out = _paste_box(plain, weights.box, inplace=self.inplace)
+        if params["box"] is not None and not (plain.requires_grad and torch.is_grad_enabled()):
+            out = paste_box(plain, params["box"], inplace=self.inplace)
         else:
             squeeze = isinstance(inpt, tv_tensors.Mask) and plain.ndim == 4
             target = plain[:, 0] if squeeze else plain
-            out = apply(target, masks=weights.masks, weights=weights.blend, inplace=self.inplace)
+            out = apply(target, masks=masks, weights=blend, inplace=self.inplace)
             if squeeze:
                 out = out[:, None]
         if self.inplace:
@@ -345,7 +375,7 @@ def _applied_on(applied: Tensor | bool, size: int, device: torch.device) -> Tens
 
 
 class MaskMix(_MixBase):
-    """The public base of the mask family: subclass it and implement :meth:`make_masks`.
+    """The public base of the mask family: subclass it and implement :meth:`make_masks` (or :meth:`make_boxes`).
 
     A mask mix pastes, for every output sample ``i``, the pixels of its partner ``i - 1`` where a
     boolean mask is ``True``, and mixes the labels by the exact fraction of pasted pixels. The
@@ -356,6 +386,16 @@ class MaskMix(_MixBase):
     validation before anything changes, ``num_classes``, ``labels_getter``, ``p``, ``per_sample``
     (``p`` drawn per sample), ``inplace``, ``label_smoothing``, ``generator``, pickling (so
     :class:`~torchvision_mix.MixCollate` with ``spawn`` workers), no host synchronisation.
+
+    The fast paths the built-in mixes take are open to every subclass:
+
+    * :meth:`make_masks` may return one mask ``(1, H, W)`` for the whole batch: it is measured
+      once and expanded, with no per-sample work (FMix and GridMix do this without
+      ``per_sample``);
+    * a box mix implements :meth:`make_boxes` instead: one box ``(1, 4)`` on the CPU is pasted
+      region-only, moving just the box's pixels (CutMix does this);
+    * :meth:`label_weights` is the label rule (CutMix's ``label_rule``); :meth:`make_masks` may
+      return ``{"masks": masks, **extras}`` to hand the rule what it needs.
 
     Side inputs (as :class:`~torchvision_mix.AttentiveCutMix` reads precomputed attention): override
     :meth:`get_side_inputs` to return ``{"name": value}`` found in the input; they reach
@@ -388,7 +428,7 @@ class MaskMix(_MixBase):
         [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]]
     """
 
-    def make_masks(self, batch: Tensor, **side_inputs: Any) -> Tensor:
+    def make_masks(self, batch: Tensor, **side_inputs: Any) -> Tensor | dict[str, Any]:
         """Build the masks: boolean ``(B, H, W)`` on ``batch.device``, ``True`` where ``i`` takes its partner's pixel.
 
         Args:
@@ -397,10 +437,57 @@ class MaskMix(_MixBase):
                 mix needs them, its pixels; never modify it.
             side_inputs: what :meth:`get_side_inputs` found.
 
-        Sample ``i``'s partner is sample ``i - 1`` (sample ``0``'s is ``B - 1``). Draw random
-        numbers from ``self.generator`` on the CPU, and per sample when ``self.per_sample``.
+        Return ``(B, H, W)``, or ``(1, H, W)``: one mask for every sample (measured once), or a
+        dict ``{"masks": masks, **extras}`` whose extras reach :meth:`label_weights`. Sample
+        ``i``'s partner is sample ``i - 1`` (sample ``0``'s is ``B - 1``). Draw random numbers
+        from ``self.generator`` on the CPU, and per sample when ``self.per_sample``.
         """
-        raise NotImplementedError(f"{type(self).__name__} must implement make_masks(self, batch).")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement make_masks(self, batch) or make_boxes(self, batch)."
+        )
+
+    def make_boxes(self, batch: Tensor, **side_inputs: Any) -> Tensor | None:
+        """For a box mix: the pasted boxes, instead of :meth:`make_masks`. Default ``None`` (not a box mix).
+
+        Return an integer tensor ``(B, 4)`` of ``x1, y1, x2, y2`` (half-open, ``0 <= x1 <= x2 <= W``,
+        ``0 <= y1 <= y2 <= H``, as :func:`torchvision_mix.masks.sample_boxes` draws them), on the
+        CPU or on ``batch.device``, or ``(1, 4)``: one box for every sample. One box on the CPU is
+        pasted region-only (just its pixels move; under ``torch.compile`` or autograd it is
+        pasted as a mask). The arguments are those of :meth:`make_masks`.
+        """
+        return None
+
+    def _build(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+        size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
+        extras: dict[str, Any] = {}
+        box = None
+        boxes = self.make_boxes(batch, **side_inputs)
+        if boxes is not None:
+            boxes = self._checked_boxes(boxes, batch)
+            if boxes.shape[0] == 1 and applied is True and boxes.device.type == "cpu":
+                # Read from a CPU tensor: no device synchronisation. Under torch.compile the mask
+                # is pasted instead: box coordinates as Python ints would recompile for new boxes.
+                box = None if torch.compiler.is_compiling() else tuple(boxes[0].tolist())
+            masks = boxes_to_masks(boxes, height, width, device=batch.device)
+        else:
+            made = self.make_masks(batch, **side_inputs)
+            if isinstance(made, dict) and "masks" in made:
+                extras = {k: v for k, v in made.items() if k != "masks"}
+                made = made["masks"]
+            masks = self._checked_masks(made, batch)
+        lam_dtype = _lam_dtype(batch.device)
+        mixed = applied.to(batch.device, non_blocking=True) if isinstance(applied, Tensor) else None
+        if masks.shape[0] == 1 and size != 1:
+            # One mask for the batch: measured once, expanded.
+            lam = mask_fractions(masks, dtype=lam_dtype).expand(size)
+            masks = masks.expand(size, height, width)
+            if mixed is not None:
+                masks, lam = masks & mixed[:, None, None], lam * mixed
+        else:
+            if mixed is not None:
+                masks = masks & mixed[:, None, None]
+            lam = mask_fractions(masks, dtype=lam_dtype)
+        return {"masks": masks, "box": box, "blend": None, "lam": lam}, extras
 
     def _checked_masks(self, masks: Any, batch: Tensor) -> Tensor:
         name = type(self).__name__
@@ -412,9 +499,9 @@ class MaskMix(_MixBase):
             )
         if masks.dtype != torch.bool:
             raise TypeError(f"{name}.make_masks() must return a boolean tensor, but returned dtype {masks.dtype}.")
-        if tuple(masks.shape) != size:
+        if masks.ndim != 3 or masks.shape[0] not in (size[0], 1) or tuple(masks.shape[1:]) != size[1:]:
             raise ValueError(
-                f"{name}.make_masks() must return masks of shape (B, H, W) = {size}, "
+                f"{name}.make_masks() must return masks of shape (B, H, W) = {size} or (1, H, W) = {(1, *size[1:])}, "
                 f"but returned shape {tuple(masks.shape)}."
             )
         if masks.device != batch.device:
@@ -424,22 +511,89 @@ class MaskMix(_MixBase):
             )
         return masks
 
-    def _make_weights(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> _Weights:
-        masks = self._checked_masks(self.make_masks(batch, **side_inputs), batch)
+    def _checked_boxes(self, boxes: Any, batch: Tensor) -> Tensor:
+        name = type(self).__name__
+        size = batch.shape[0]
+        if not isinstance(boxes, Tensor) or not _checks._is_integer(boxes):
+            raise TypeError(
+                f"{name}.make_boxes() must return an integer tensor of shape ({size}, 4) or (1, 4), "
+                f"but returned {_checks._describe(boxes, dtype=True)}."
+            )
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] not in (size, 1):
+            raise ValueError(
+                f"{name}.make_boxes() must return boxes of shape ({size}, 4) or (1, 4), "
+                f"but returned shape {tuple(boxes.shape)}."
+            )
+        if boxes.device.type != "cpu" and boxes.device != batch.device:
+            raise ValueError(
+                f"{name}.make_boxes() must return boxes on the CPU or on the batch's device {batch.device}, "
+                f"but returned them on {boxes.device}."
+            )
+        return boxes
+
+
+class BlendMix(_MixBase):
+    """The public base of blends: subclass it and implement :meth:`make_weights`.
+
+    A blend mixes every pixel of output sample ``i`` with its partner ``i - 1``:
+    ``(1 - w_i) * x_i + w_i * x_{i-1}``, and the labels by the same ``w_i``. The subclass only
+    draws the weights; everything else comes from here, as in :class:`~torchvision_mix.MixUp`
+    (written on it): input structures and types, validation before anything changes, ``p``,
+    ``per_sample``, ``inplace``, ``label_smoothing``, ``generator``, pickling, no host
+    synchronisation, and the dtype rules of :func:`torchvision_mix.masks.blend` (computed in
+    float32, float64 for float64; integer images such as uint8 rounded to the nearest integer,
+    at most half a grey level from the exact blend). Segmentation masks, which hold class ids,
+    are refused with :class:`~torchvision_mix.UnsupportedInputError`. A blend may be a child of
+    :class:`~torchvision_mix.RandomMix`.
+
+    The arguments are those of :class:`MaskMix`.
+
+    Example:
+        >>> import torch
+        >>> from torchvision_mix import BlendMix
+        >>> class HalfBlend(BlendMix):  # every mixed sample is half its partner
+        ...     def make_weights(self, batch):
+        ...         return torch.full((1,), 0.5)
+        >>> images, labels = HalfBlend(num_classes=3)(torch.zeros(2, 1, 2, 2), torch.tensor([0, 1]))
+        >>> labels.tolist()
+        [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]]
+    """
+
+    @property
+    def blends(self) -> bool:
+        return True
+
+    def make_weights(self, batch: Tensor, **side_inputs: Any) -> Tensor:
+        """The partner's blend weight of every sample: a float tensor ``(B,)``, or ``(1,)`` for all, in [0, 1].
+
+        On the CPU (drawn from ``self.generator``, per sample when ``self.per_sample``) or on
+        ``batch.device``. The arguments are those of :meth:`MaskMix.make_masks`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement make_weights(self, batch).")
+
+    def _build(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+        size = batch.shape[0]
+        name = type(self).__name__
+        weights = self.make_weights(batch, **side_inputs)
+        if (
+            not isinstance(weights, Tensor)
+            or not weights.is_floating_point()
+            or weights.ndim != 1
+            or weights.shape[0] not in (size, 1)
+        ):
+            raise ValueError(
+                f"{name}.make_weights() must return a float tensor of shape ({size},) or (1,), "
+                f"but returned {_checks._describe(weights, dtype=True)}."
+            )
+        if weights.device.type != "cpu" and weights.device != batch.device:
+            raise ValueError(
+                f"{name}.make_weights() must return weights on the CPU or on the batch's device {batch.device}, "
+                f"but returned them on {weights.device}."
+            )
+        _checks._check_unit_range(f"{name}.make_weights()", weights)
+        if weights.shape[0] != size:
+            weights = weights.expand(size)
         if isinstance(applied, Tensor):
-            applied = applied.to(batch.device, non_blocking=True)
-            masks = masks & applied[:, None, None]
-        lam = mask_fractions(masks, dtype=_lam_dtype(batch.device))
-        return _Weights(lam=lam, applied=_applied_on(applied, batch.shape[0], batch.device), masks=masks)
-
-
-def _blend_weights(weights: Tensor, applied: Tensor | bool, batch: Tensor) -> _Weights:
-    """A blend's record: the partner's weight ``(B,)`` (drawn on the CPU) moved to the batch, in its blend dtype."""
-    if isinstance(applied, Tensor):
-        weights = weights * applied
-    w = weights.to(device=batch.device, dtype=blend_dtype(batch.dtype), non_blocking=True)
-    return _Weights(
-        lam=w.to(_lam_dtype(batch.device)),
-        applied=_applied_on(applied, batch.shape[0], batch.device),
-        blend=w,
-    )
+            weights = weights * applied.to(weights.device, non_blocking=True)
+        w = weights.to(device=batch.device, dtype=blend_dtype(batch.dtype), non_blocking=True)
+        return {"masks": None, "box": None, "blend": w, "lam": w.to(_lam_dtype(batch.device))}, {}

@@ -17,6 +17,14 @@ from torchvision import tv_tensors
 _LabelsGetter = Callable[[Any], Any]
 
 
+class UnsupportedInputError(TypeError, ValueError):
+    """An input a mix cannot take (a PIL image, boxes, keypoints, a mask to blend).
+
+    Both a :class:`TypeError` and a :class:`ValueError`: torchvision's ``v2.CutMix`` raises
+    ``ValueError`` for these, so code written against it catches ours too.
+    """
+
+
 def _is_pure_tensor(x: Any) -> bool:
     return isinstance(x, Tensor) and not isinstance(x, tv_tensors.TVTensor)
 
@@ -58,12 +66,6 @@ def _parse_labels_getter(labels_getter: Any) -> _LabelsGetter | None:
     if labels_getter is None or callable(labels_getter):
         return labels_getter
     raise ValueError(f"labels_getter must be 'default', a callable or None, but got {labels_getter!r}.")
-
-
-def _check_probability(p: Any) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be a probability in [0, 1], but got {p!r}.")
-    return float(p)
 
 
 def _main_batch(leaves: list[Any]) -> Tensor:

@@ -21,10 +21,10 @@ import os
 from typing import Any
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 from ._core._checks import _check_bool, _describe
+from ._weights import WeightsUnavailable, load_model, truncate
 
 __all__ = ["FeatureExtractor", "feature_extractor", "heatmaps"]
 
@@ -62,53 +62,6 @@ class FeatureExtractor(nn.Module):
         return out
 
 
-def _truncate(model: nn.Module, layer: str | None) -> nn.Module:
-    """The part of a torchvision classifier up to its last convolutional stage (or ``layer``)."""
-    if layer is not None:
-        from torchvision.models.feature_extraction import create_feature_extractor
-
-        try:
-            return create_feature_extractor(model, return_nodes={layer: "features"})
-        except ValueError as error:
-            raise ValueError(f"layer {layer!r} is not a node of {type(model).__name__}: {error}") from None
-    if all(hasattr(model, name) for name in ("conv1", "layer4", "avgpool", "fc")):  # ResNet, ResNeXt, Wide ResNet
-        return nn.Sequential(*list(model.children())[:-2])
-    features = getattr(model, "features", None)
-    if isinstance(features, nn.Module):  # VGG, DenseNet, MobileNet, EfficientNet, ConvNeXt, ...
-        return features
-    raise ValueError(
-        f"Cannot tell where the last convolutional stage of {type(model).__name__} ends: "
-        "pass layer='name' (a node name from torchvision.models.feature_extraction.get_graph_node_names)."
-    )
-
-
-class _WeightsUnavailable(RuntimeError):
-    """Pretrained weights could not be loaded (offline); the message says what to do instead."""
-
-
-def _offline_hint(name: str, weights: Any, owner: str) -> str:
-    """What to do when pretrained weights cannot be loaded, naming only arguments ``owner`` takes."""
-    hub = os.path.join(torch.hub.get_dir(), "checkpoints")
-    url = getattr(weights, "url", "the weights file")
-    if owner == "AttentiveCutMix":
-        options = (
-            f"pass AttentiveCutMix(weights_path='{name}.pth') (a state dict of torchvision's {name}), "
-            "weights=None for an untrained network, a feature_extractor= module, or give precomputed attention "
-            "and no network runs: mix(images, labels, attention), attention maps (B, h, w) of the batch"
-        )
-        what = f"the default feature extractor of AttentiveCutMix ({name}, {weights})"
-    else:
-        options = (
-            "pass feature_extractor(..., weights_path='file.pth') (a state dict) or weights=None for an "
-            "untrained network, or give AttentiveCutMix a feature_extractor module or precomputed attention maps"
-        )
-        what = f"the pretrained weights of {name} ({weights})"
-    return (
-        f"Could not load {what}. On a machine without internet, either copy {url} into {hub} "
-        f"(torchvision then loads it from there), or {options}."
-    )
-
-
 def feature_extractor(
     model: str | nn.Module = "resnet50",
     *,
@@ -141,54 +94,15 @@ def feature_extractor(
         RuntimeError: when pretrained weights cannot be downloaded; the message says how to pass
             a local file or a model instead.
     """
-    return _build(model, weights=weights, weights_path=weights_path, layer=layer, normalize=normalize)
-
-
-def _build(
-    model: str | nn.Module,
-    *,
-    weights: Any = "DEFAULT",
-    weights_path: str | os.PathLike[str] | None = None,
-    layer: str | None = None,
-    normalize: bool = True,
-    owner: str = "feature_extractor",
-) -> FeatureExtractor:
-    """:func:`feature_extractor`, with errors that name the arguments of ``owner`` (the caller)."""
-    if isinstance(model, nn.Module):
-        net = model
-    elif isinstance(model, str):
-        try:
-            builder = torchvision.models.get_model_builder(model)
-        except ValueError:
-            raise ValueError(f"Unknown torchvision model {model!r}.") from None
-        if weights_path is not None:
-            net = builder(weights=None)
-            state = torch.load(os.fspath(weights_path), map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
-        elif weights is None:
-            net = builder(weights=None)
-        else:
-            chosen = _resolve_weights(model, weights)
-            try:
-                net = builder(weights=chosen)
-            except OSError as error:
-                raise _WeightsUnavailable(_offline_hint(model, chosen, owner) + f" ({error})") from None
-    else:
-        raise TypeError(f"model must be a model name or an nn.Module, but got {type(model).__name__}.")
-    return FeatureExtractor(_truncate(net, layer), normalize=normalize).eval()
-
-
-def _resolve_weights(model: str, weights: Any) -> Any:
-    """The weights enum member for ``weights`` (``"DEFAULT"``, a member's name or a member); nothing is loaded."""
-    enum = torchvision.models.get_model_weights(model)
-    if weights == "DEFAULT":
-        return enum.DEFAULT
-    if isinstance(weights, str):
-        try:
-            return enum[weights]
-        except KeyError:
-            raise ValueError(f"Unknown weights {weights!r} for {model}; known: {[w.name for w in enum]}.") from None
-    return weights
+    try:
+        net = load_model(model, weights=weights, weights_path=weights_path)
+    except WeightsUnavailable as error:
+        fix = (
+            "pass feature_extractor(..., weights_path='file.pth') (a state dict) or weights=None for an untrained "
+            "network"
+        )
+        raise WeightsUnavailable(error.model, error.weights, error.reason, fix) from None
+    return FeatureExtractor(truncate(net, layer), normalize=normalize).eval()
 
 
 def heatmaps(features: Tensor, grid_size: int | tuple[int, int] = 7) -> Tensor:

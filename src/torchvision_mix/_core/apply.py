@@ -10,14 +10,13 @@ count) for masks and the weight itself for blends; :mod:`.labels` mixes the labe
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
-from ._checks import _check_partner, _describe
+from ._checks import _check_partner, _check_weights, _describe
+from ._kernels import blend_dtype, blend_into, count_true, lerp_compiled, packed_masks, select_words
 
-__all__ = ["apply", "blend", "mask_fractions", "paste"]
+__all__ = ["apply", "blend", "blend_dtype", "mask_fractions", "paste"]
 
 
 def mask_fractions(masks: Tensor, *, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -38,31 +37,9 @@ def mask_fractions(masks: Tensor, *, dtype: torch.dtype = torch.float32) -> Tens
     if pixels == 0:
         raise ValueError(f"masks must hold at least one pixel, but got shape {tuple(masks.shape)}.")
     # Byte and word views of the mask: inductor compiles these (only bool-typed views broke it).
-    counts = _count_true(masks.reshape(masks.shape[0], pixels).view(torch.uint8))
+    counts = count_true(masks.reshape(masks.shape[0], pixels).view(torch.uint8))
     lam = counts.to(torch.float64).div_(pixels)
     return lam if dtype == torch.float64 else lam.to(dtype)
-
-
-_LANE_BLOCK = 255  # int64 words summed per block: each of their 8 byte lanes stays <= 255
-
-
-def _count_true(flat: Tensor) -> Tensor:
-    """Exact number of 1 bytes in each row of a (B, N) tensor of 0/1 bytes, as int64.
-
-    On the CPU a plain sum first widens every byte to int64 (a copy 8x the mask's size). Here
-    the bytes are read as int64 words and summed in blocks of 255 words, so every byte lane
-    accumulates at most 255 and never carries into the next; the lanes are then added up.
-    """
-    batch, n = flat.shape
-    main = n // (8 * _LANE_BLOCK) * (8 * _LANE_BLOCK)
-    if flat.device.type != "cpu" or main == 0 or n % 8 != 0 or not flat.is_contiguous():
-        return flat.sum(dim=1, dtype=torch.int64)
-    words = flat.view(torch.int64)[:, : main // 8].reshape(batch, main // (8 * _LANE_BLOCK), _LANE_BLOCK)
-    lanes = words.sum(dim=2)  # (B, K) int64: 8 independent byte counters each
-    counts = lanes.view(torch.uint8).sum(dim=1, dtype=torch.int64)
-    if main < n:
-        counts += flat[:, main:].sum(dim=1, dtype=torch.int64)
-    return counts
 
 
 def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inplace: bool = False) -> Tensor:
@@ -102,7 +79,7 @@ def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inpla
         return images.copy_(mixed) if inplace else mixed
     # The output is allocated before any temporary: on the CPU that order measured ~20% faster.
     out = images if inplace else torch.empty_like(images)
-    packed = _packed_masks(masks, images)
+    packed = packed_masks(masks, images)
     if partner is not None or inplace:
         source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
         if packed is None:
@@ -111,7 +88,7 @@ def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inpla
             words = images.view(torch.int32)
             words.bitwise_xor_(source.view(torch.int32).bitwise_xor_(words).bitwise_and_(packed))
             return images
-        _select_words(packed, source.view(torch.int32), images.view(torch.int32), out.view(torch.int32))
+        select_words(packed, source.view(torch.int32), images.view(torch.int32), out.view(torch.int32))
         return out
     if batch > 0:
         # Two views instead of a rolled copy: rows 1.. take from rows 0..B-2, row 0 from row B-1.
@@ -120,79 +97,9 @@ def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inpla
             torch.where(m[:1], images[-1:], images[:1], out=out[:1])
         else:
             x, o = images.view(torch.int32), out.view(torch.int32)
-            _select_words(packed[1:], x[:-1], x[1:], o[1:])
-            _select_words(packed[:1], x[-1:], x[:1], o[:1])
+            select_words(packed[1:], x[:-1], x[1:], o[1:])
+            select_words(packed[:1], x[-1:], x[:1], o[:1])
     return out
-
-
-def _packed_masks(masks: Tensor, images: Tensor) -> Tensor | None:
-    """The mask as int32 words of 0x00/0xFF bytes over the images' bytes, or ``None`` if unsuited.
-
-    On the CPU, ``torch.where`` runs element by element for 1- and 2-byte dtypes (uint8 at about
-    a tenth of copy speed); selecting bits through 32-bit words with ``xor``/``and`` is exact for
-    every dtype and runs at memory speed. Needs a contiguous batch whose rows are whole words.
-    """
-    size = images.element_size()
-    width = images.shape[-1]
-    if (
-        images.device.type != "cpu"
-        or size not in (1, 2)
-        or not images.is_contiguous()
-        or (width * size) % 4 != 0
-        or images.data_ptr() % 4 != 0
-        or images.numel() == 0
-    ):
-        return None
-    batch, height = masks.shape[0], masks.shape[1]
-    byte_mask = masks.view(torch.uint8).neg()  # True → 0xFF, False → 0x00
-    if size > 1:
-        byte_mask = byte_mask[..., None].expand(batch, height, width, size).reshape(batch, height, width * size)
-    words = byte_mask.contiguous().view(torch.int32)
-    return words.reshape(batch, *([1] * (images.ndim - 3)), height, width * size // 4)
-
-
-def _select_words(mask: Tensor, a: Tensor, b: Tensor, out: Tensor) -> None:
-    """``out = where(mask, a, b)`` bitwise: ``b ^ ((a ^ b) & mask)``."""
-    torch.bitwise_xor(a, b, out=out)
-    out.bitwise_and_(mask)
-    out.bitwise_xor_(b)
-
-
-def _paste_box(images: Tensor, box: tuple[int, int, int, int], *, inplace: bool = False) -> Tensor:
-    """Paste one box shared by the whole batch, with the default pairing (``i`` takes from ``i - 1``).
-
-    Same result as ``paste(images, boxes_to_masks(box repeated), inplace=inplace)``, but only the
-    pasted region is moved: in place its copy is the only allocation; otherwise the batch is
-    copied once and the region written over it.
-    """
-    x1, y1, x2, y2 = box
-    if inplace:
-        region = images[..., y1:y2, x1:x2]
-        region.copy_(region.roll(1, 0))
-        return images
-    out = images.clone()
-    if images.shape[0] > 0:
-        source = images[..., y1:y2, x1:x2]
-        target = out[..., y1:y2, x1:x2]
-        target[1:].copy_(source[:-1])
-        target[:1].copy_(source[-1:])
-    return out
-
-
-def _check_weights(weights: Tensor, batch: int, device: torch.device) -> Tensor:
-    if not isinstance(weights, Tensor) or weights.shape != (batch,) or not weights.is_floating_point():
-        got = _describe(weights, dtype=True)
-        raise ValueError(f"weights must be a float tensor of shape ({batch},), but got {got}.")
-    if weights.device.type == "cpu" and weights.numel() > 0 and not torch.compiler.is_compiling():
-        low, high = (float(v) for v in torch.aminmax(weights))
-        if not 0.0 <= low <= high <= 1.0:  # NaN fails too
-            raise ValueError(f"weights must be in [0, 1], but got values in [{low}, {high}].")
-    return weights.to(device, non_blocking=True)
-
-
-def blend_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype a blend of ``dtype`` pixels is computed in: float64 stays, everything else is float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def blend(images: Tensor, weights: Tensor, *, partner: Tensor | None = None, inplace: bool = False) -> Tensor:
@@ -229,67 +136,11 @@ def blend(images: Tensor, weights: Tensor, *, partner: Tensor | None = None, inp
         return images.copy_(mixed) if inplace else mixed
     if torch.compiler.is_compiling():
         source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
-        mixed = _lerp_compiled(images, source, weights.reshape(batch, *([1] * (images.ndim - 1))))
+        mixed = lerp_compiled(images, source, weights.reshape(batch, *([1] * (images.ndim - 1))))
         return images.copy_(mixed) if inplace else mixed
     out = images if inplace else torch.empty_like(images)
-    _blend_into(out, images, images, weights, partner)
+    blend_into(out, images, images, weights, partner)
     return out
-
-
-def _blend_into(out: Tensor, base: Tensor, images: Tensor, weights: Tensor, partner: Tensor | None) -> None:
-    """``out[i] = lerp(base[i], images[partner[i]], w[i])``; ``out`` may be ``base`` or ``images``."""
-    batch = images.shape[0]
-    if batch == 0:
-        return
-    w = weights.reshape(batch, *([1] * (images.ndim - 1)))
-    if partner is not None or out.data_ptr() == images.data_ptr():
-        source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
-        _lerp(base, source, w, out)
-        return
-    # Two views instead of a rolled copy: rows 1.. take from rows 0..B-2, row 0 from row B-1.
-    _lerp(base[1:], images[:-1], w[1:], out[1:])
-    _lerp(base[:1], images[-1:], w[:1], out[:1])
-
-
-def _lerp(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
-    compute = blend_dtype(a.dtype)
-    if a.dtype == compute:
-        torch.lerp(a, b, w.to(compute), out=out)
-        return
-    mixed = torch.lerp(a.to(compute), b.to(compute), w.to(compute))
-    if not a.is_floating_point():
-        info = torch.iinfo(a.dtype)
-        mixed = mixed.round_().clamp_(info.min, info.max)
-    out.copy_(mixed)
-
-
-def _lerp_new(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
-    """:func:`torch.lerp` into a new tensor laid out like ``a`` (``w`` of ``a``'s dtype)."""
-    return torch.lerp(a, b, w, out=torch.empty_like(a))
-
-
-# Under torch.compile, lerp runs as an opaque operator, ATen's own kernel: inductor's CPU code
-# computes it without the fused multiply-add of ATen's vectorised kernel, so a compiled blend
-# would differ from the eager one in the last bit of float32 results.
-_lerp_op: Callable[[Tensor, Tensor, Tensor], Tensor] = _lerp_new
-if hasattr(torch.library, "custom_op"):  # torch >= 2.4
-    _lerp_op = torch.library.custom_op("torchvision_mix::lerp", mutates_args=())(_lerp_new)
-
-    @_lerp_op.register_fake
-    def _(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
-        return torch.empty_like(a)
-
-
-def _lerp_compiled(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
-    """:func:`_lerp` as a new tensor, for torch.compile: the same values, bit for bit."""
-    compute = blend_dtype(a.dtype)
-    if a.dtype == compute:
-        return _lerp_op(a, b, w.to(compute))
-    mixed = _lerp_op(a.to(compute), b.to(compute), w.to(compute))
-    if not a.is_floating_point():
-        info = torch.iinfo(a.dtype)
-        mixed = mixed.round().clamp(info.min, info.max)
-    return mixed.to(a.dtype)
 
 
 def apply(
@@ -329,7 +180,7 @@ def apply(
         return images.copy_(mixed) if inplace else mixed
     if torch.compiler.is_compiling():
         source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
-        mixed = _lerp_compiled(pasted, source, weights.reshape(-1, *([1] * (images.ndim - 1))))
+        mixed = lerp_compiled(pasted, source, weights.reshape(-1, *([1] * (images.ndim - 1))))
         return images.copy_(mixed) if inplace else mixed
-    _blend_into(pasted, pasted, images, weights, partner)
+    blend_into(pasted, pasted, images, weights, partner)
     return images.copy_(pasted) if inplace else pasted

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import _check_concentration, _check_size, _describe
+from ._checks import _check_bool, _check_int, _check_positive, _check_size, _describe, _is_int, _is_integer, _is_real
+from ._kernels import BRACKET_MIN, top_count_bracket
 
 __all__ = [
     "boxes_to_masks",
@@ -55,7 +56,7 @@ def boxes_to_masks(boxes: Tensor, height: int, width: int, *, device: torch.devi
     if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
         got = _describe(boxes)
         raise ValueError(f"boxes must be a tensor of shape (B, 4), but got {got}.")
-    if boxes.is_floating_point() or boxes.is_complex() or boxes.dtype == torch.bool:
+    if not _is_integer(boxes):
         raise TypeError(f"boxes must hold integer pixel coordinates, but got dtype {boxes.dtype}.")
     device = boxes.device if device is None else torch.device(device)
     if boxes.device != device:
@@ -90,9 +91,8 @@ def cell_bounds(size: int, cells: int) -> Tensor:
         >>> cell_bounds(61, 7).diff().tolist()
         [9, 9, 9, 8, 9, 9, 8]
     """
-    if not isinstance(cells, int) or isinstance(cells, bool) or cells < 1:
-        raise ValueError(f"cells must be an int >= 1, but got {cells!r}.")
-    if not isinstance(size, int) or isinstance(size, bool) or size < cells:
+    _check_int("cells", cells)
+    if not _is_int(size) or size < cells:
         raise ValueError(f"size must be an int >= cells ({cells}) so that no cell is empty, but got {size!r}.")
     k = torch.arange(cells + 1)
     return (k * size + cells - 1) // cells
@@ -163,17 +163,17 @@ def top_k_cells(heatmaps: Tensor, k: int | Tensor) -> Tensor:
     if not isinstance(heatmaps, Tensor) or heatmaps.ndim != 3:
         got = _describe(heatmaps)
         raise ValueError(f"heatmaps must be a tensor of shape (B, gh, gw), but got {got}.")
-    if heatmaps.is_complex() or heatmaps.dtype == torch.bool:
+    if not _is_real(heatmaps):
         raise TypeError(f"heatmaps must be real numbers, but got dtype {heatmaps.dtype}.")
     batch, gh, gw = heatmaps.shape
     n = gh * gw
     if isinstance(k, Tensor):
-        if k.shape != (batch,) or k.is_floating_point() or k.dtype == torch.bool:
+        if k.shape != (batch,) or not _is_integer(k):
             raise ValueError(
                 f"k must be an int or an integer tensor of shape ({batch},), but got {k.dtype} {tuple(k.shape)}."
             )
         k = k.to(heatmaps.device, non_blocking=True)[:, None]
-    elif not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= n:
+    elif not _is_int(k) or not 0 <= k <= n:
         raise ValueError(f"k must be an int in [0, {n}] (the number of cells), but got {k!r}.")
     flat = heatmaps.reshape(batch, n)
     if flat.is_floating_point():
@@ -226,11 +226,10 @@ def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float 
     """
     if not isinstance(images, Tensor) or images.ndim != 4:
         raise ValueError(f"images must be a tensor of shape (B, C, H, W), but got {_describe(images)}.")
-    if images.is_complex() or images.dtype == torch.bool:
+    if not _is_real(images):
         raise TypeError(f"images must be real numbers, but got dtype {images.dtype}.")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be an int >= 1, but got {width!r}.")
-    sigma = _check_concentration("sigma", sigma)
+    _check_int("width", width)
+    sigma = _check_positive("sigma", sigma)
     channels, height, full_width = images.shape[1:]
     if height * full_width == 0:
         raise ValueError(f"images must hold at least one pixel, but got shape {tuple(images.shape)}.")
@@ -316,7 +315,7 @@ def saliency_peaks(maps: Tensor, height: int, width: int) -> Tensor:
     _check_size(height, width)
     if not isinstance(maps, Tensor) or maps.ndim != 3 or 0 in maps.shape[1:]:
         raise ValueError(f"maps must be a tensor of shape (B, h, w) with h, w >= 1, but got {_describe(maps)}.")
-    if maps.is_complex() or maps.dtype == torch.bool:
+    if not _is_real(maps):
         raise TypeError(f"maps must be real numbers, but got dtype {maps.dtype}.")
     h, w = maps.shape[1:]
     flat = maps.reshape(maps.shape[0], h * w)
@@ -351,7 +350,7 @@ def centered_boxes(centers: Tensor, sizes: Tensor, height: int, width: int) -> T
     for name, value in (("centers", centers), ("sizes", sizes)):
         if not isinstance(value, Tensor) or value.ndim != 2 or value.shape[1] != 2:
             raise ValueError(f"{name} must be a tensor of shape (B, 2), but got {_describe(value)}.")
-        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        if not _is_integer(value):
             raise TypeError(f"{name} must hold integer pixels, but got dtype {value.dtype}.")
     if centers.shape[0] != sizes.shape[0]:
         raise ValueError(
@@ -377,6 +376,7 @@ def fourier_noise(
     *,
     decay_power: float = 3.0,
     device: torch.device | str | None = None,
+    inplace: bool = False,
 ) -> Tensor:
     """FMix's low-frequency noise: random spectra scaled by ``1 / f ** decay_power``, back to pixels.
 
@@ -394,6 +394,8 @@ def fourier_noise(
         width: noise width ``W``.
         decay_power: δ, finite and > 0; larger means smoother noise (the paper uses 3).
         device: where to compute; defaults to the spectra's. Only the spectra travel.
+        inplace: the spectra may be scaled in place (a fresh draw nobody reads again saves a
+            copy); never done to spectra that had to move to ``device``'s copy anyway.
 
     Returns:
         Real noise ``(B, H, W)``: float32 for complex64 spectra, float64 for complex128.
@@ -414,17 +416,11 @@ def fourier_noise(
         )
     if not spectra.is_complex():
         raise TypeError(f"spectra must be complex, but got dtype {spectra.dtype}.")
-    decay_power = _check_concentration("decay_power", decay_power)
-    return _fourier_noise(spectra, height, width, decay_power, device, owned=False)
-
-
-def _fourier_noise(
-    spectra: Tensor, height: int, width: int, decay_power: float, device: torch.device | str | None, *, owned: bool
-) -> Tensor:
-    """:func:`fourier_noise` without the checks; ``owned``: the spectra may be scaled in place."""
+    decay_power = _check_positive("decay_power", decay_power)
+    _check_bool("inplace", inplace)
     device = spectra.device if device is None else torch.device(device)
     moved = spectra.to(device, non_blocking=True)
-    owned = owned or moved is not spectra  # never scale the caller's tensor in place
+    owned = inplace or moved is not spectra  # a moved copy is ours to scale
     spectra = moved
     real = torch.float64 if spectra.dtype == torch.complex128 else torch.float32
     if spectra.shape[0] == 0:  # an FFT of nothing: some backends refuse it
@@ -439,11 +435,6 @@ def _fourier_noise(
         values = scaled[:, :, column]
         scaled[:, :, column] = (values + values.index_select(1, mirror).conj()) / 2
     return torch.fft.irfft2(scaled, s=(height, width), norm="forward")
-
-
-_BRACKET_STEP = 16  # the CPU selection sorts one score in 16 of a map to bracket its threshold
-_BRACKET_MIN = 4096  # below this many scores per map a full sort is as fast
-_BRACKET_Z = 3.0  # half-width of the bracket, in binomial standard deviations of the sample
 
 
 def top_count_masks(scores: Tensor, counts: int | Tensor) -> Tensor:
@@ -473,12 +464,12 @@ def top_count_masks(scores: Tensor, counts: int | Tensor) -> Tensor:
     """
     if not isinstance(scores, Tensor) or scores.ndim != 3:
         raise ValueError(f"scores must be a tensor of shape (B, H, W), but got {_describe(scores)}.")
-    if scores.is_complex() or scores.dtype == torch.bool:
+    if not _is_real(scores):
         raise TypeError(f"scores must be real numbers, but got dtype {scores.dtype}.")
     batch, height, width = scores.shape
     n = height * width
     if isinstance(counts, Tensor):
-        if counts.shape != (batch,) or counts.is_floating_point() or counts.is_complex() or counts.dtype == torch.bool:
+        if counts.shape != (batch,) or not _is_integer(counts):
             got = _describe(counts, dtype=True)
             raise ValueError(f"counts must be an int or an integer tensor of shape ({batch},), but got {got}.")
         if counts.device.type == "cpu" and counts.numel() > 0:
@@ -486,7 +477,7 @@ def top_count_masks(scores: Tensor, counts: int | Tensor) -> Tensor:
             if low < 0 or high > n:
                 raise ValueError(f"counts must be in [0, {n}] (H * W), but got values in [{low}, {high}].")
         counts = counts.to(scores.device, torch.int64, non_blocking=True)
-    elif isinstance(counts, bool) or not isinstance(counts, int) or not 0 <= counts <= n:
+    elif not _is_int(counts) or not 0 <= counts <= n:
         raise ValueError(f"counts must be an int in [0, {n}] (H * W), or a tensor of them, but got {counts!r}.")
     else:
         counts = torch.full((batch,), counts, dtype=torch.int64, device=scores.device)
@@ -494,8 +485,8 @@ def top_count_masks(scores: Tensor, counts: int | Tensor) -> Tensor:
     if batch * n == 0:
         return torch.zeros(batch, height, width, dtype=torch.bool, device=scores.device)
     if flat.is_floating_point():
-        if flat.device.type == "cpu" and n >= _BRACKET_MIN:
-            return _top_count_bracket(flat.contiguous(), counts, width).view(batch, height, width)
+        if flat.device.type == "cpu" and n >= BRACKET_MIN:
+            return top_count_bracket(flat.contiguous(), counts, width).view(batch, height, width)
         # Ascending order of the negated scores: the highest first, NaN last, ties by index.
         order = torch.sort(flat.neg(), dim=1, stable=True).indices
     else:
@@ -503,57 +494,6 @@ def top_count_masks(scores: Tensor, counts: int | Tensor) -> Tensor:
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(n, device=flat.device).expand(batch, n))
     return (ranks < counts[:, None]).view(batch, height, width)
-
-
-def _top_count_bracket(flat: Tensor, counts: Tensor, width: int) -> Tensor:
-    """:func:`top_count_masks` on the CPU for a float ``(B, N)``: bracket, count, order the few inside."""
-    from .apply import _count_true
-
-    batch, n = flat.shape
-    # One score in 16: every 4th column of every 4th row (a grid that reads a quarter of the rows),
-    # or every 16th score of a map too narrow for it.
-    grid = flat.view(batch, n // width, width)[:, ::4, ::4] if width >= 16 else flat[:, ::_BRACKET_STEP]
-    sample = grid.reshape(batch, -1).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
-    sample = sample.sort(dim=1, descending=True).values  # (B, m)
-    m = sample.shape[1]
-    fraction = counts.double() / n
-    # The count-th highest score sits near sample position count * m / n; bracket it by z
-    # binomial standard deviations (+2) on each side, read from the sorted sample.
-    centre = (fraction * m).round_().long() - 1
-    margin = (_BRACKET_Z * (m * fraction * (1 - fraction)).sqrt_()).ceil_().long() + 2
-    upper_at, lower_at = centre - margin, centre + margin
-    inf = torch.tensor(math.inf, dtype=flat.dtype)
-    upper = torch.where(upper_at >= 0, sample.gather(1, upper_at.clamp(0, m - 1)[:, None])[:, 0], inf)
-    lower = torch.where(lower_at < m, sample.gather(1, lower_at.clamp(0, m - 1)[:, None])[:, 0], -inf)
-    lower = torch.where(counts == 0, inf, lower)
-    above = flat > upper[:, None]  # all taken
-    inside = flat >= lower[:, None]  # the threshold lies among these
-    n_above = _count_true(above.view(torch.uint8))
-    n_inside = _count_true(inside.view(torch.uint8))
-    missed = (n_above > counts) | (n_inside < counts)  # NaN is in neither
-    if bool(missed.any()):  # rare (or NaN is needed): order these maps whole
-        rows = missed.nonzero()[:, 0]
-        above.index_fill_(0, rows, False)
-        inside.index_fill_(0, rows, True)
-        n_above = n_above.masked_fill(missed, 0)
-    index = inside.logical_xor_(above).view(-1).nonzero()[:, 0]  # candidates, ascending
-    rows = index // n
-    values = flat.view(-1).index_select(0, index)
-    if values.dtype == torch.float32:
-        # One sort of int64 keys (row, value descending, NaN last); ties keep the ascending index (stable).
-        bits = (values + 0.0).view(torch.int32).long()  # + 0.0: -0.0 ties with +0.0
-        ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # int order = float order
-        descending = (2**31 - 1 - ordered).masked_fill_(values.isnan(), 2**32)
-        order = torch.sort(rows * 2**33 + descending, stable=True).indices
-    else:
-        order = torch.sort(values.neg(), stable=True).indices  # the highest first, NaN last
-        order = order.index_select(0, torch.sort(rows.index_select(0, order), stable=True).indices)
-    index, rows = index.index_select(0, order), rows.index_select(0, order)
-    per_row = torch.bincount(rows, minlength=batch)
-    first = per_row.cumsum(0) - per_row
-    rank = torch.arange(index.numel()) - first.index_select(0, rows)
-    take = rank < (counts - n_above).index_select(0, rows)
-    return above.view(-1).index_fill_(0, index[take], True).view(batch, n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,13 +533,7 @@ def grids_to_masks(
     if cells.dtype != torch.bool:
         raise TypeError(f"cells must be a boolean tensor, but got dtype {cells.dtype}.")
     batch, grid = cells.shape[:2]
-    if (
-        not isinstance(sizes, Tensor)
-        or sizes.shape != (batch,)
-        or sizes.is_floating_point()
-        or sizes.is_complex()
-        or sizes.dtype == torch.bool
-    ):
+    if not isinstance(sizes, Tensor) or sizes.shape != (batch,) or not _is_integer(sizes):
         got = _describe(sizes, dtype=True)
         raise ValueError(f"sizes must be an integer tensor of shape ({batch},), but got {got}.")
     if sizes.device.type == "cpu" and batch > 0:

@@ -12,7 +12,16 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import _check_concentration, _check_generator, _check_size
+from ._checks import (
+    _check_fits,
+    _check_generator,
+    _check_grid_range,
+    _check_int,
+    _check_positive,
+    _check_probability,
+    _check_size,
+    _check_size_pair,
+)
 
 __all__ = [
     "sample_beta",
@@ -22,21 +31,6 @@ __all__ = [
     "sample_fourier_spectra",
     "sample_grids",
 ]
-
-
-def _check_box_size(size: object, height: int, width: int) -> tuple[int, int]:
-    """A fixed box size ``(h, w)`` (or one int for a square), each in ``[1, image side]``."""
-    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
-    if (
-        not isinstance(pair, (tuple, list))
-        or len(pair) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
-    ):
-        raise ValueError(f"box size must be an int or a pair (h, w) of ints >= 1, but got {size!r}.")
-    h, w = pair
-    if h > height or w > width:
-        raise ValueError(f"The box ({h}x{w}) is larger than the image ({height}x{width}).")
-    return h, w
 
 
 _CANDIDATES = 4  # Marsaglia-Tsang candidates drawn per sample and round
@@ -98,8 +92,8 @@ def sample_beta(
         >>> sample_beta(3, alpha=0.5, generator=g).shape
         torch.Size([3])
     """
-    alpha = _check_concentration("alpha", alpha)
-    beta = alpha if beta is None else _check_concentration("beta", beta)
+    alpha = _check_positive("alpha", alpha)
+    beta = alpha if beta is None else _check_positive("beta", beta)
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, but got {n!r}.")
     _check_generator(generator)
@@ -162,18 +156,20 @@ def sample_boxes(
         [[0, 18, 131, 224], [0, 18, 131, 224]]
     """
     _check_size(height, width)
-    if not isinstance(batch_size, int) or batch_size < 0:
-        raise ValueError(f"batch_size must be a non-negative int, but got {batch_size!r}.")
+    _check_int("batch_size", batch_size, 0)
     if center not in ("uniform", "gaussian"):
         raise ValueError(f"center must be 'uniform' or 'gaussian', but got {center!r}.")
-    center_std = _check_concentration("center_std", center_std)
+    center_std = _check_positive("center_std", center_std)
+    if size is not None:
+        box_size = _check_size_pair("size", size)
+        _check_fits("box", box_size, height, width)
     n = batch_size if per_sample else min(batch_size, 1)
     if size is None:
         side = sample_beta(n, alpha=alpha, generator=generator).sqrt_()
         box_w = side.mul(width).floor_().long()
         box_h = side.mul_(height).floor_().long()
     else:
-        box_h, box_w = (torch.full((n,), int(v), dtype=torch.int64) for v in _check_box_size(size, height, width))
+        box_h, box_w = (torch.full((n,), int(v), dtype=torch.int64) for v in box_size)
     if center == "uniform":
         cx = torch.randint(width, (n,), generator=generator)
         cy = torch.randint(height, (n,), generator=generator)
@@ -215,8 +211,7 @@ def sample_box_sizes(
         [[220, 220], [188, 188]]
     """
     _check_size(height, width)
-    if not isinstance(batch_size, int) or batch_size < 0:
-        raise ValueError(f"batch_size must be a non-negative int, but got {batch_size!r}.")
+    _check_int("batch_size", batch_size, 0)
     n = batch_size if per_sample else min(batch_size, 1)
     side = sample_beta(n, alpha=alpha, generator=generator).sqrt_()
     sizes = torch.stack([side.mul(height).floor_().long(), side.mul_(width).floor_().long()], 1)
@@ -245,10 +240,8 @@ def sample_counts(
         >>> sample_counts(3, 100, per_sample=True, generator=g).tolist()
         [97, 71, 46]
     """
-    if not isinstance(batch_size, int) or batch_size < 0:
-        raise ValueError(f"batch_size must be a non-negative int, but got {batch_size!r}.")
-    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
-        raise ValueError(f"total must be a non-negative int, but got {total!r}.")
+    _check_int("batch_size", batch_size, 0)
+    _check_int("total", total, 0)
     n = batch_size if per_sample else min(batch_size, 1)
     counts = sample_beta(n, alpha=alpha, generator=generator).mul_(total).round_().long()
     return counts if per_sample else counts.expand(batch_size).contiguous()
@@ -273,27 +266,10 @@ def sample_fourier_spectra(
         torch.Size([2, 32, 25])
     """
     _check_size(height, width)
-    if not isinstance(batch_size, int) or batch_size < 0:
-        raise ValueError(f"batch_size must be a non-negative int, but got {batch_size!r}.")
+    _check_int("batch_size", batch_size, 0)
     _check_generator(generator)
     parts = torch.randn(batch_size, height, width // 2 + 1, 2, generator=generator)
     return torch.view_as_complex(parts)
-
-
-def _check_grid_range(grid_size: object) -> tuple[int, int]:
-    """A grid size: an int ``g >= 1`` or an inclusive range ``(low, high)`` with ``1 <= low <= high``."""
-    pair = (grid_size, grid_size) if isinstance(grid_size, int) and not isinstance(grid_size, bool) else grid_size
-    if (
-        not isinstance(pair, (tuple, list))
-        or len(pair) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
-        or not 1 <= pair[0] <= pair[1]
-    ):
-        raise ValueError(
-            f"grid_size must be an int >= 1 or an inclusive range (low, high) with 1 <= low <= high, "
-            f"but got {grid_size!r}."
-        )
-    return int(pair[0]), int(pair[1])
 
 
 def sample_grids(
@@ -326,12 +302,8 @@ def sample_grids(
         ([2, 3], torch.Size([2, 3, 3]))
     """
     low, high = _check_grid_range(grid_size)
-    if not isinstance(batch_size, int) or batch_size < 0:
-        raise ValueError(f"batch_size must be a non-negative int, but got {batch_size!r}.")
-    if cell_p is not None and (
-        isinstance(cell_p, bool) or not isinstance(cell_p, (int, float)) or not 0.0 <= cell_p <= 1.0
-    ):
-        raise ValueError(f"cell_p must be a probability in [0, 1] or None, but got {cell_p!r}.")
+    _check_int("batch_size", batch_size, 0)
+    _check_probability("cell_p", cell_p, optional=True)
     _check_generator(generator)
     n = batch_size if per_sample else min(batch_size, 1)
     sizes = torch.randint(low, high + 1, (n,), generator=generator)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
-import contextlib
-import math
 import os
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +12,21 @@ from torch import Tensor
 from torchvision import tv_tensors
 
 from .._base import MaskMix
-from .._core._checks import _check_bool, _check_concentration
-from .._core.build import grid_to_masks, top_k_cells
+from .._core._checks import (
+    _check_bool,
+    _check_choice,
+    _check_int,
+    _check_positive,
+    _check_size_pair,
+    _is_real,
+    _reads_values,
+)
+from .._core.build import cell_bounds, grid_to_masks, top_k_cells
 from .._core.sample import sample_beta
 from .._inputs import _is_pure_tensor
+from .._scoring import AttentionScorer, DefaultExtractor
+from .._weights import resolve_weights
+from ..attention import heatmaps
 
 __all__ = ["AttentiveCutMix"]
 
@@ -37,55 +45,6 @@ def _default_attention_getter(inputs: Any) -> Tensor | None:
             value: Tensor | None = inputs[key]
             return value
     return None
-
-
-def _floating_parameter(module: Any) -> Tensor | None:
-    """The first floating-point parameter of an ``nn.Module`` extractor (its compute dtype), if any."""
-    if not isinstance(module, torch.nn.Module):
-        return None
-    return next((p for p in module.parameters() if p.is_floating_point()), None)
-
-
-def _to_float(images: Tensor) -> Tensor:
-    if images.is_floating_point():
-        return images
-    if images.dtype == torch.bool:
-        return images.float()
-    return images.float().div_(torch.iinfo(images.dtype).max)
-
-
-def _check_extractor_size(size: object) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
-    if (
-        not isinstance(pair, (tuple, list))
-        or len(pair) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
-    ):
-        raise ValueError(f"extractor_size must be None, an int or a pair (h, w) of ints >= 1, but got {size!r}.")
-    return int(pair[0]), int(pair[1])
-
-
-def _size_text(size: tuple[int, int]) -> str:
-    return str(size[0]) if size[0] == size[1] else str(tuple(size))
-
-
-class _EvalMode:
-    """Run a module in eval mode, then restore the mode its owner had set."""
-
-    def __init__(self, module: Any) -> None:
-        self.module = module if isinstance(module, torch.nn.Module) else None
-        self.modes: list[tuple[torch.nn.Module, bool]] = []
-
-    def __enter__(self) -> None:
-        if self.module is not None:
-            self.modes = [(m, m.training) for m in self.module.modules()]
-            self.module.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        for m, training in self.modes:
-            m.training = training
 
 
 class AttentiveCutMix(MaskMix):
@@ -156,6 +115,13 @@ class AttentiveCutMix(MaskMix):
         autocast: run the feature extractor under :func:`torch.autocast` (bfloat16 on CPU,
             float16 on CUDA).
         channels_last: give the feature extractor a channels_last batch (faster convolutions).
+        label_rule: ``"area"`` (default): the partner's label weight is the exact pasted pixel
+            fraction, as in the paper. ``"attention"``: it is the share of the donor's attention
+            that was pasted, ``sum over pasted cells of max(heat, 0) * cell area`` over the same
+            sum over all cells (label mixing by attention, as SnapMix and TransMix do): pasting
+            most of a small object's attention gives most of its label, whatever the area. It
+            deliberately breaks "label weight = pixel fraction", like CutMix's ``"one_hot"``; a
+            donor whose attention has no positive mass gets the area.
         num_classes: as in :class:`CutMix`.
         labels_getter: as in :class:`CutMix`.
         p: as in :class:`CutMix`; a batch that is not mixed costs no forward pass.
@@ -190,6 +156,7 @@ class AttentiveCutMix(MaskMix):
         attention_getter: Any = "default",
         autocast: bool = False,
         channels_last: bool = False,
+        label_rule: str = "area",
         num_classes: int | None = None,
         labels_getter: Any = "default",
         p: float = 1.0,
@@ -207,11 +174,10 @@ class AttentiveCutMix(MaskMix):
             label_smoothing=label_smoothing,
             generator=generator,
         )
-        if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 1:
-            raise ValueError(f"grid_size must be an int >= 1, but got {grid_size!r}.")
+        _check_int("grid_size", grid_size)
         cells = grid_size * grid_size
         if alpha is not None:
-            alpha = _check_concentration("alpha", alpha)
+            alpha = _check_positive("alpha", alpha)
             if top_k is not None:
                 raise ValueError(
                     f"Got both top_k={top_k!r} and alpha={alpha!r}: "
@@ -235,9 +201,7 @@ class AttentiveCutMix(MaskMix):
             raise TypeError(f"weights_path must be a path or None, but got {type(weights_path).__name__}.")
         _check_bool("normalize", normalize)
         if feature_extractor is None and weights is not None and weights_path is None:
-            from ..attention import _resolve_weights
-
-            _resolve_weights("resnet50", weights)  # an unknown name fails here, not at the first batch
+            resolve_weights("resnet50", weights)  # an unknown name fails here, not at the first batch
         if preprocess is not None and not callable(preprocess):
             raise TypeError(f"preprocess must be a callable or None, but got {type(preprocess).__name__}.")
         if not (attention_getter is None or callable(attention_getter) or attention_getter == "default"):
@@ -245,16 +209,23 @@ class AttentiveCutMix(MaskMix):
         self.grid_size = grid_size
         self.top_k = top_k
         self.alpha = alpha
+        self.label_rule = _check_choice("label_rule", label_rule, ("area", "attention"))
         self.autocast = _check_bool("autocast", autocast)
         self.channels_last = _check_bool("channels_last", channels_last)
         self.feature_extractor = feature_extractor
-        self.extractor_size = _check_extractor_size(extractor_size)
+        self.extractor_size = None if extractor_size is None else _check_size_pair("extractor_size", extractor_size)
         self.weights = weights
         self.weights_path = weights_path
         self.normalize = normalize
         self.preprocess = preprocess
-        self._default_error: str | None = None  # why the default extractor could not be built
-        self._range_warned = False  # the double-normalisation warning was given
+        self._scorer = AttentionScorer(
+            grid_size=grid_size,
+            extractor_size=self.extractor_size,
+            preprocess=preprocess,
+            autocast=autocast,
+            channels_last=channels_last,
+            default=DefaultExtractor(weights, weights_path, normalize),
+        )
         self._attention_getter = _default_attention_getter if attention_getter == "default" else attention_getter
 
     # --- side inputs -------------------------------------------------------------------------
@@ -277,13 +248,7 @@ class AttentiveCutMix(MaskMix):
                     "AttentiveCutMix() needs images to compute attention, but got only segmentation masks; "
                     "pass the images too, or precomputed attention."
                 )
-            channels = batch.shape[-3]
-            if self.feature_extractor is None and channels not in (1, 3):
-                raise ValueError(
-                    f"The default feature extractor (an ImageNet ResNet-50) takes RGB or grey images, but got "
-                    f"{channels} channels (shape {tuple(batch.shape)}): pass a feature_extractor for them, or "
-                    "precomputed attention."
-                )
+            self._scorer.check(batch, self.feature_extractor)
             return
         if not isinstance(attention, Tensor):
             raise TypeError(f"The attention must be a tensor, but got {type(attention).__name__}.")
@@ -292,148 +257,20 @@ class AttentiveCutMix(MaskMix):
                 f"The attention must be heatmaps (B, h, w) or feature maps (B, C, h, w) with B={batch.shape[0]}, "
                 f"but got shape {tuple(attention.shape)}."
             )
-        if attention.is_complex() or attention.dtype == torch.bool:
+        if not _is_real(attention):
             raise TypeError(f"The attention must be real numbers, but got dtype {attention.dtype}.")
         # NaN would leave the top-k undefined. Read on CPU tensors only: no device synchronisation.
-        reads = attention.device.type == "cpu" and not torch.compiler.is_compiling()
-        if reads and attention.is_floating_point() and bool(attention.isnan().any()):
+        if _reads_values(attention) and attention.is_floating_point() and bool(attention.isnan().any()):
             raise ValueError("The attention holds NaN, which has no rank among the cells: replace it first.")
         ah, aw = attention.shape[-2], attention.shape[-1]
         if ah < self.grid_size or aw < self.grid_size:
             raise ValueError(
                 f"The precomputed attention maps are {ah}x{aw}, coarser than the {self.grid_size}x{self.grid_size} "
-                "grid: stretched to the grid, its cells would copy one another (a 1x1 map would give every sample "
-                "the same cells). Compute them on larger inputs (e.g. images resized to 224 for an ImageNet "
-                f"ResNet), or use a grid_size of at most {min(ah, aw)}."
+                "grid (its cells would copy one another): compute them on larger inputs, e.g. images resized to 224 "
+                "for an ImageNet ResNet."
             )
 
-    # --- attention ---------------------------------------------------------------------------
-
-    def _extractor(self, device: torch.device) -> Callable[[Tensor], Any]:
-        if self.feature_extractor is not None:
-            module = self.feature_extractor
-            if isinstance(module, torch.nn.Module):
-                param = next(module.parameters(), None)
-                if param is not None and param.device != device:
-                    raise ValueError(
-                        f"The feature extractor's parameters are on {param.device} but the batch is on {device}: "
-                        "move it first, e.g. feature_extractor.to(device)."
-                    )
-            return module
-        default = getattr(self, "_default_extractor", None)
-        if default is None:
-            default = self._build_default_extractor()
-            self._default_extractor = default
-        param = next(default.parameters(), None)
-        if param is not None and param.device != device:
-            default.to(device)
-        return default
-
-    def _build_default_extractor(self) -> torch.nn.Module:
-        """The default ResNet-50, built once; a failure is remembered and raised again without a retry."""
-        if self._default_error is not None:
-            raise RuntimeError(self._default_error)
-        from .. import attention
-
-        try:
-            return attention._build(
-                "resnet50",
-                weights=self.weights,
-                weights_path=self.weights_path,
-                normalize=self.normalize,
-                owner="AttentiveCutMix",
-            )
-        except Exception as error:
-            reason = str(error)
-            if not isinstance(error, attention._WeightsUnavailable):
-                reason = f"AttentiveCutMix could not build its default feature extractor (resnet50): {reason}"
-            self._default_error = (
-                f"{reason} This failure is remembered: later batches raise this error again without a new "
-                "attempt; make a new AttentiveCutMix once it is fixed."
-            )
-            raise RuntimeError(self._default_error) from error
-
-    def _warn_if_normalised_twice(self, x: Tensor, extractor: Any) -> None:
-        """Warn once if a normalising extractor gets a batch clearly outside [0, 1] (CPU batches only: no sync)."""
-        from ..attention import FeatureExtractor
-
-        if self._range_warned or x.device.type != "cpu" or x.numel() == 0:
-            return
-        if not (isinstance(extractor, FeatureExtractor) and extractor.normalize):
-            return
-        lo, hi = (float(v) for v in torch.aminmax(x))
-        if lo < -0.5 or hi > 1.5:
-            self._range_warned = True
-            warnings.warn(
-                "The feature extractor of AttentiveCutMix normalises with ImageNet statistics and expects "
-                f"images in [0, 1], but got a batch in [{lo:.3g}, {hi:.3g}]. If the pipeline already applied "
-                "v2.Normalize, the images are normalised twice: pass normalize=False (to AttentiveCutMix for its "
-                "default extractor, to attention.feature_extractor for your own). If they are floats in [0, 255], "
-                "scale them to [0, 1] first. (Checked on CPU batches only; warned once per transform.)",
-                UserWarning,
-                stacklevel=2,
-            )
-
-    def _coarse_map_error(self, map_size: tuple[int, int], input_size: tuple[int, int], batch: Tensor) -> ValueError:
-        g = self.grid_size
-        height, width = batch.shape[-2], batch.shape[-1]
-        need = (
-            math.ceil(g * input_size[0] / max(map_size[0], 1)),
-            math.ceil(g * input_size[1] / max(map_size[1], 1)),
-        )
-        resized = "" if input_size == (height, width) else f" (resized to {input_size[0]}x{input_size[1]})"
-        smaller = f"use a grid_size of at most {min(map_size)}, " if min(map_size) >= 1 else ""
-        return ValueError(
-            f"The feature extractor returned {map_size[0]}x{map_size[1]} feature maps for {height}x{width} "
-            f"images{resized}, coarser than the {g}x{g} grid: stretched to the grid, its cells would copy one "
-            "another (a 1x1 map is constant, and every sample would paste the same first cells). Compute the "
-            f"attention on a resized copy of the batch: AttentiveCutMix(extractor_size={_size_text(need)}, ...) "
-            "(224 for 32x32 CIFAR images and an ImageNet ResNet; the cells still map onto the original images), "
-            f"or {smaller}or an extractor with a finer map (an earlier layer)."
-        )
-
-    def _heatmaps(self, batch: Tensor) -> Tensor:
-        from ..attention import heatmaps
-
-        x = batch.as_subclass(Tensor)
-        if x.ndim == 5:
-            x = x[:, x.shape[1] // 2]
-        was_float = x.is_floating_point()
-        x = _to_float(x)
-        if self.extractor_size is not None and tuple(x.shape[-2:]) != self.extractor_size:
-            x = torch.nn.functional.interpolate(
-                x, size=self.extractor_size, mode="bilinear", align_corners=False, antialias=False
-            )
-        if self.preprocess is not None:
-            x = self.preprocess(x)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        extractor = self._extractor(x.device)
-        if self.feature_extractor is None and x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)  # grey images, as RGB with R = G = B, for the RGB network
-        weight = _floating_parameter(extractor)
-        if weight is not None and x.dtype != weight.dtype:
-            x = x.to(weight.dtype)  # a float16/bfloat16/float64 batch meets a float32 module in its dtype
-        if was_float or self.preprocess is not None:  # integer batches were scaled to [0, 1] here
-            self._warn_if_normalised_twice(x, extractor)
-        autocast: Any = contextlib.nullcontext()
-        if self.autocast:
-            autocast = torch.autocast(x.device.type, dtype=torch.float16 if x.device.type == "cuda" else torch.bfloat16)
-        with torch.no_grad(), autocast, _EvalMode(extractor):
-            features = extractor(x)
-        if isinstance(features, collections.abc.Mapping) and len(features) == 1:
-            (features,) = features.values()
-        if not isinstance(features, Tensor):
-            raise TypeError(f"The feature extractor must return a tensor, but returned {type(features).__name__}.")
-        if features.ndim != 4 or features.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"The feature extractor must return feature maps (B, C, h, w) with B={x.shape[0]}, "
-                f"but returned shape {tuple(features.shape)}."
-            )
-        map_size = (features.shape[-2], features.shape[-1])
-        if min(map_size) < self.grid_size:  # shapes only: no sync
-            raise self._coarse_map_error(map_size, (x.shape[-2], x.shape[-1]), batch)
-        return heatmaps(features.float(), self.grid_size)
+    # --- the mask and its label rule -----------------------------------------------------------
 
     def _draw_top_k(self, size: int) -> int | Tensor:
         if self.top_k is not None:
@@ -444,14 +281,32 @@ class AttentiveCutMix(MaskMix):
         k = (t * cells).round().clamp(1, cells).long()
         return k if self.per_sample else int(k[0])
 
-    def make_masks(self, batch: Tensor, attention: Tensor | None = None, **side_inputs: Any) -> Tensor:
-        from .. import attention as _attention
-
+    def make_masks(self, batch: Tensor, attention: Tensor | None = None, **side_inputs: Any) -> dict[str, Any]:
         height, width = batch.shape[-2], batch.shape[-1]
         top_k = self._draw_top_k(batch.shape[0])
         if attention is None:
-            heat = self._heatmaps(batch)
+            heat = self._scorer.heatmaps(batch, self.feature_extractor)
         else:
-            heat = _attention.heatmaps(attention.to(batch.device, non_blocking=True), self.grid_size)
+            heat = heatmaps(attention.to(batch.device, non_blocking=True), self.grid_size)
         donor_heat = heat.roll(1, 0)  # sample i receives the cells of its donor i - 1
-        return grid_to_masks(top_k_cells(donor_heat, top_k), height, width)
+        cells = top_k_cells(donor_heat, top_k)
+        out: dict[str, Any] = {"masks": grid_to_masks(cells, height, width)}
+        if self.label_rule == "attention":
+            out["attention_share"] = _pasted_share(donor_heat, cells, height, width)
+        return out
+
+    def label_weights(self, lam: Tensor, applied: Tensor, **extras: Any) -> Tensor:
+        share = extras.get("attention_share")
+        if share is None:
+            return lam
+        # A donor with no positive attention (or NaN) has no share to give: its area stands in.
+        return torch.where(share.isfinite(), share.to(lam.dtype), lam)
+
+
+def _pasted_share(heat: Tensor, cells: Tensor, height: int, width: int) -> Tensor:
+    """The share of each donor's attention mass, ``max(heat, 0)`` times the cell's pixel area, in the pasted cells."""
+    g = heat.shape[-1]
+    rows = cell_bounds(height, g).diff().to(heat.device, torch.float64)
+    cols = cell_bounds(width, g).diff().to(heat.device, torch.float64)
+    mass = heat.double().clamp_min(0) * (rows[:, None] * cols[None, :])
+    return (mass * cells).sum(dim=(1, 2)) / mass.sum(dim=(1, 2))  # 0 / 0 = NaN: no mass

@@ -7,11 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._base import MaskMix, _lam_dtype, _Weights
-from .._core._checks import _check_concentration
-from .._core.apply import mask_fractions
-from .._core.build import boxes_to_masks
-from .._core.sample import _check_box_size, sample_boxes
+from .._base import MaskMix
+from .._core._checks import _check_choice, _check_fits, _check_positive, _check_size_pair
+from .._core.sample import sample_boxes
 
 __all__ = ["CutMix"]
 
@@ -124,59 +122,34 @@ class CutMix(MaskMix):
             label_smoothing=label_smoothing,
             generator=generator,
         )
-        self.alpha = _check_concentration("alpha", alpha)
-        if center not in ("uniform", "gaussian"):
-            raise ValueError(f"center must be 'uniform' or 'gaussian', but got {center!r}.")
-        if label_rule not in _LABEL_RULES:
-            raise ValueError(f"label_rule must be one of {_LABEL_RULES}, but got {label_rule!r}.")
-        self.center = center
-        self.center_std = _check_concentration("center_std", center_std)
-        self.box_size = None if box_size is None else _check_box_size(box_size, 2**62, 2**62)
-        self.label_rule = label_rule
+        self.alpha = _check_positive("alpha", alpha)
+        self.center = _check_choice("center", center, ("uniform", "gaussian"))
+        self.center_std = _check_positive("center_std", center_std)
+        self.box_size = None if box_size is None else _check_size_pair("box_size", box_size)
+        self.label_rule = _check_choice("label_rule", label_rule, _LABEL_RULES)
 
     def check_batch(self, batch: Tensor, **side_inputs: Any) -> None:
         if self.box_size is not None:
-            _check_box_size(self.box_size, batch.shape[-2], batch.shape[-1])
+            _check_fits("box", self.box_size, batch.shape[-2], batch.shape[-1])
 
-    def _boxes(self, size: int, height: int, width: int, per_sample: bool) -> Tensor:
+    def make_boxes(self, batch: Tensor, **side_inputs: Any) -> Tensor:
+        # Without per_sample one box (1, 4) for the batch: the base pastes only its region.
+        size = batch.shape[0] if self.per_sample else min(batch.shape[0], 1)
         return sample_boxes(
             size,
-            height,
-            width,
+            batch.shape[-2],
+            batch.shape[-1],
             alpha=self.alpha,
-            per_sample=per_sample,
+            per_sample=self.per_sample,
             center=self.center,
             center_std=self.center_std,
             size=self.box_size,
             generator=self.generator,
         )
 
-    def make_masks(self, batch: Tensor, **side_inputs: Any) -> Tensor:
-        size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
-        boxes = self._boxes(size, height, width, self.per_sample)
-        return boxes_to_masks(boxes, height, width, device=batch.device)
-
-    def _make_weights(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> _Weights:
-        size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
-        if isinstance(applied, Tensor) or size == 0:
-            return super()._make_weights(batch, applied, side_inputs)
-        # One box for the batch: build and measure one mask; the paste moves only the box region.
-        box = self._boxes(1, height, width, False)
-        mask = boxes_to_masks(box, height, width, device=batch.device)
-        lam = mask_fractions(mask, dtype=_lam_dtype(batch.device)).expand(size)
-        # Read from a CPU tensor: no device synchronisation. Under torch.compile the mask is pasted
-        # instead: box coordinates as Python ints would recompile the graph for new boxes.
-        coords = None if torch.compiler.is_compiling() else tuple(box[0].tolist())
-        return _Weights(
-            lam=lam,
-            applied=torch.ones(size, dtype=torch.bool, device=batch.device),
-            masks=mask.expand(size, height, width),
-            box=coords,
-        )
-
-    def _label_weights(self, weights: _Weights) -> Tensor:
+    def label_weights(self, lam: Tensor, applied: Tensor, **extras: Any) -> Tensor:
         if self.label_rule == "one_hot":
-            return (weights.lam > 0.5).to(weights.lam.dtype)
+            return (lam > 0.5).to(lam.dtype)
         if self.label_rule == "complete":
-            return weights.applied.to(weights.lam.dtype) * 0.5
-        return weights.lam
+            return applied.to(lam.dtype) * 0.5
+        return lam

@@ -7,10 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._base import MaskMix, _lam_dtype, _Weights
-from .._core._checks import _check_concentration
-from .._core.apply import mask_fractions
-from .._core.build import _fourier_noise, top_count_masks
+from .._base import MaskMix
+from .._core._checks import _check_positive
+from .._core.build import fourier_noise, top_count_masks
 from .._core.sample import sample_counts, sample_fourier_spectra
 
 __all__ = ["FMix"]
@@ -90,30 +89,17 @@ class FMix(MaskMix):
             label_smoothing=label_smoothing,
             generator=generator,
         )
-        self.alpha = _check_concentration("alpha", alpha)
-        self.decay_power = _check_concentration("decay_power", decay_power)
+        self.alpha = _check_positive("alpha", alpha)
+        self.decay_power = _check_positive("decay_power", decay_power)
 
     def _masks(self, size: int, height: int, width: int, device: torch.device) -> Tensor:
         """``size`` independent masks (the draws: spectra, then counts)."""
         spectra = sample_fourier_spectra(size, height, width, generator=self.generator)
         counts = sample_counts(size, height * width, alpha=self.alpha, per_sample=True, generator=self.generator)
-        noise = _fourier_noise(spectra, height, width, self.decay_power, device, owned=True)
+        noise = fourier_noise(spectra, height, width, decay_power=self.decay_power, device=device, inplace=True)
         return top_count_masks(noise, counts)
 
     def make_masks(self, batch: Tensor, **side_inputs: Any) -> Tensor:
         size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
-        if self.per_sample:
-            return self._masks(size, height, width, batch.device)
-        return self._masks(min(size, 1), height, width, batch.device).expand(size, height, width)
-
-    def _make_weights(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> _Weights:
-        size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
-        if isinstance(applied, Tensor) or size == 0:
-            return super()._make_weights(batch, applied, side_inputs)
-        # One mask for the batch: measure it once.
-        mask = self._masks(1, height, width, batch.device)
-        return _Weights(
-            lam=mask_fractions(mask, dtype=_lam_dtype(batch.device)).expand(size),
-            applied=torch.ones(size, dtype=torch.bool, device=batch.device),
-            masks=mask.expand(size, height, width),
-        )
+        # Without per_sample one mask (1, H, W) for the batch: the base measures it once.
+        return self._masks(size if self.per_sample else min(size, 1), height, width, batch.device)

@@ -7,11 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._base import MaskMix, _lam_dtype, _Weights
-from .._core._checks import _check_concentration
-from .._core.apply import mask_fractions
+from .._base import MaskMix
+from .._core._checks import _check_grid_range, _check_positive, _check_probability
 from .._core.build import grid_to_masks, grids_to_masks
-from .._core.sample import _check_grid_range, sample_grids
+from .._core.sample import sample_grids
 
 __all__ = ["GridMix"]
 
@@ -98,12 +97,8 @@ class GridMix(MaskMix):
             generator=generator,
         )
         self.grid_size = _check_grid_range(grid_size)
-        self.alpha = _check_concentration("alpha", alpha)
-        if cell_p is not None and (
-            isinstance(cell_p, bool) or not isinstance(cell_p, (int, float)) or not 0.0 <= cell_p <= 1.0
-        ):
-            raise ValueError(f"cell_p must be a probability in [0, 1] or None, but got {cell_p!r}.")
-        self.cell_p = None if cell_p is None else float(cell_p)
+        self.alpha = _check_positive("alpha", alpha)
+        self.cell_p = _check_probability("cell_p", cell_p, optional=True)
 
     def check_batch(self, batch: Tensor, **side_inputs: Any) -> None:
         height, width = batch.shape[-2], batch.shape[-1]
@@ -130,18 +125,7 @@ class GridMix(MaskMix):
 
     def make_masks(self, batch: Tensor, **side_inputs: Any) -> Tensor:
         size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
+        # Without per_sample one grid (1, H, W) for the batch: the base measures it once.
         if self.per_sample:
             return self._masks(size, height, width, batch.device, True)
-        return self._masks(min(size, 1), height, width, batch.device, False).expand(size, height, width)
-
-    def _make_weights(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> _Weights:
-        size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
-        if isinstance(applied, Tensor) or size == 0:
-            return super()._make_weights(batch, applied, side_inputs)
-        # One grid for the batch: build and measure one mask.
-        mask = self._masks(1, height, width, batch.device, False)
-        return _Weights(
-            lam=mask_fractions(mask, dtype=_lam_dtype(batch.device)).expand(size),
-            applied=torch.ones(size, dtype=torch.bool, device=batch.device),
-            masks=mask.expand(size, height, width),
-        )
+        return self._masks(min(size, 1), height, width, batch.device, False)

@@ -7,14 +7,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._base import _blend_weights, _MixBase, _Weights
-from .._core._checks import _check_concentration
+from .._base import BlendMix
+from .._core._checks import _check_positive
 from .._core.sample import sample_beta
 
 __all__ = ["MixUp"]
 
 
-class MixUp(_MixBase):
+class MixUp(BlendMix):
     """MixUp: blend each image with its partner, ``(1 - lam) * x_i + lam * x_{i-1}``, and the labels alike.
 
     Paper: `mixup: Beyond Empirical Risk Minimization <https://arxiv.org/abs/1710.09412>`_
@@ -57,8 +57,6 @@ class MixUp(_MixBase):
         (torch.Size([5, 3, 8, 8]), torch.Size([5, 3]))
     """
 
-    _mixes_segmentation = False
-
     def __init__(
         self,
         *,
@@ -80,12 +78,9 @@ class MixUp(_MixBase):
             label_smoothing=label_smoothing,
             generator=generator,
         )
-        self.alpha = _check_concentration("alpha", alpha)
+        self.alpha = _check_positive("alpha", alpha)
 
-    def _make_weights(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> _Weights:
-        size = batch.shape[0]
-        if isinstance(applied, Tensor):
-            weights = sample_beta(size, alpha=self.alpha, generator=self.generator)
-        else:
-            weights = sample_beta(1, alpha=self.alpha, generator=self.generator).expand(size)
-        return _blend_weights(weights, applied, batch)
+    def make_weights(self, batch: Tensor, **side_inputs: Any) -> Tensor:
+        # One weight (1,) for the batch unless per_sample.
+        size = batch.shape[0] if self.per_sample else 1
+        return sample_beta(size, alpha=self.alpha, generator=self.generator)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .._base import _MixBase, _Weights
-from .._inputs import _check_probability
+from .._base import BlendMix, MaskMix, _MixBase
+from .._core._checks import _check_choice_probabilities, _check_p
+from .._inputs import _main_batch
 
 __all__ = ["RandomMix"]
 
@@ -46,7 +46,7 @@ class RandomMix(_MixBase):
 
     Args:
         transforms: the mixes to choose from: instances of this package's mixes, or of your own
-            :class:`~torchvision_mix.MaskMix` subclasses.
+            :class:`~torchvision_mix.MaskMix` and :class:`~torchvision_mix.BlendMix` subclasses.
         p: the probability of choosing each mix, one number >= 0 per mix (normalised when drawn;
             ``None``: equal). Like ``v2.RandomChoice``'s ``p``; the attribute reads back what was
             given and may be set between batches.
@@ -70,7 +70,7 @@ class RandomMix(_MixBase):
 
     def __init__(
         self,
-        transforms: Sequence[_MixBase],
+        transforms: Sequence[MaskMix | BlendMix],
         *,
         p: Sequence[float] | None = None,
         mix_p: float = 1.0,
@@ -93,14 +93,13 @@ class RandomMix(_MixBase):
         if not isinstance(transforms, Sequence) or isinstance(transforms, (str, bytes)) or not transforms:
             raise ValueError(f"transforms must be a non-empty list of mixes, but got {transforms!r}.")
         for t in transforms:
-            if not isinstance(t, _MixBase):
+            if not isinstance(t, (MaskMix, BlendMix)):
                 raise TypeError(
-                    "RandomMix chooses among this package's mixes (CutMix, MixUp, ... or a MaskMix subclass), "
-                    f"but got a {type(t).__module__}.{type(t).__name__}."
+                    "RandomMix chooses among mask mixes and blends (CutMix, MixUp, ... or a MaskMix or BlendMix "
+                    f"subclass), but got a {type(t).__module__}.{type(t).__name__}."
                 )
         self.transforms = nn.ModuleList(self._adopt(t) for t in transforms)
         self.p = [1.0] * len(transforms) if p is None else p
-        self._mixes_segmentation = all(t._mixes_segmentation for t in self._children())
 
     def _adopt(self, child: _MixBase) -> _MixBase:
         """A copy of ``child`` that draws from this mix's generator, in this mix's mode, always."""
@@ -108,7 +107,7 @@ class RandomMix(_MixBase):
         mine.generator = self.generator
         mine.per_sample = self.per_sample
         mine.inplace = False
-        mine._p = 1.0
+        mine.p = 1.0
         mine._adopted = True  # its repr shows only its own mix parameters
         return mine
 
@@ -131,7 +130,12 @@ class RandomMix(_MixBase):
 
     @mix_p.setter
     def mix_p(self, value: float) -> None:
-        self._p = _check_probability(value)
+        self._p = _check_p(value)
+
+    @property
+    def blends(self) -> bool:
+        """Whether any child blends (then segmentation masks are refused, on the first batch)."""
+        return any(child.blends for child in self._children())
 
     def extra_repr(self) -> str:
         return (
@@ -157,31 +161,35 @@ class RandomMix(_MixBase):
         for child in self._children():
             child.check_batch(batch, **side_inputs)
 
-    def _make_weights(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> _Weights:
+    def make_params(
+        self, flat_inputs: list[Any], *, applied: Tensor | bool | None = None, **side_inputs: Any
+    ) -> dict[str, Any]:
         children = self._children()
+        if applied is None:
+            applied = self._draw_apply(_main_batch(flat_inputs).shape[0])
+        if applied is False:
+            return children[0].make_params(flat_inputs, applied=False, **side_inputs)
         if not isinstance(applied, Tensor):
             k = int(self._draw_choice(1)[0])
-            weights = children[k]._make_weights(batch, True, side_inputs)
-            weights.label = children[k]._label_weights(weights)
-            return weights
-        choice = self._draw_choice(batch.shape[0])
-        # Every child builds its weights, with the samples it was chosen for (possibly none): no
-        # branch on the draws, so that torch.compile does not break its graph here.
-        parts = []
-        for k, child in enumerate(children):
-            part = child._make_weights(batch, applied & (choice == k), side_inputs)
-            parts.append((part, child._label_weights(part)))
-        chosen_any = applied.to(batch.device, non_blocking=True)
-        masks = [w.masks for w, _ in parts if w.masks is not None]
-        blends = [w.blend for w, _ in parts if w.blend is not None]
-        return _Weights(
-            lam=sum((w.lam for w, _ in parts[1:]), parts[0][0].lam),  # samples of other mixes weigh 0 in each
-            applied=chosen_any,
-            masks=_union(masks),
-            blend=sum(blends[1:], blends[0]) if blends else None,
-            label=sum((label for _, label in parts[1:]), parts[0][1]),
-        )
-
+            return children[k].make_params(flat_inputs, applied=True, **side_inputs)
+        choice = self._draw_choice(applied.shape[0])
+        # Every child builds its part, with the samples it was chosen for (possibly none): no
+        # branch on the draws, so that torch.compile does not break its graph here. A child's
+        # lam and label weights are 0 on the samples of the others.
+        parts = [
+            child.make_params(flat_inputs, applied=applied & (choice == k), **side_inputs)
+            for k, child in enumerate(children)
+        ]
+        masks = [part["masks"] for part in parts if part["masks"] is not None]
+        blends = [part["blend"] for part in parts if part["blend"] is not None]
+        return {
+            "masks": _union(masks),
+            "box": None,
+            "blend": sum(blends[1:], blends[0]) if blends else None,
+            "lam": _sum([part["lam"] for part in parts]),
+            "label_weights": _sum([part["label_weights"] for part in parts]),
+            "applied": applied.to(parts[0]["lam"].device, non_blocking=True),
+        }
 
     @torch.compiler.disable  # drawn in eager mode from the CPU generator, compiled or not
     def _draw_choice(self, size: int) -> Tensor:
@@ -200,14 +208,5 @@ def _union(masks: list[Tensor]) -> Tensor | None:
     return out
 
 
-def _check_choice_probabilities(p: Sequence[float], n: int) -> list[float]:
-    if isinstance(p, (str, bytes)) or not isinstance(p, Sequence) or len(p) != n:
-        raise ValueError(f"p must hold one probability per mix ({n}), but got {p!r}.")
-    values = []
-    for v in p:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or math.isinf(v):
-            raise ValueError(f"p must hold finite probabilities >= 0, but got {p!r}.")
-        values.append(float(v))
-    if sum(values) <= 0:
-        raise ValueError(f"p must not sum to 0: at least one mix must be possible, but got {p!r}.")
-    return values
+def _sum(values: list[Tensor]) -> Tensor:
+    return sum(values[1:], values[0])

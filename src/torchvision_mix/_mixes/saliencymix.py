@@ -10,10 +10,10 @@ from torch import Tensor
 from torchvision import tv_tensors
 
 from .._base import MaskMix
-from .._core._checks import _check_concentration
-from .._core.build import boxes_to_masks, centered_boxes, saliency_peaks, spectral_residual_saliency
+from .._core._checks import _check_int, _check_positive, _is_real
+from .._core.build import centered_boxes, saliency_peaks, spectral_residual_saliency
 from .._core.sample import sample_box_sizes
-from .attentive import _to_float
+from .._scoring import frames, to_float
 
 __all__ = ["SaliencyMix"]
 
@@ -100,13 +100,11 @@ class SaliencyMix(MaskMix):
             label_smoothing=label_smoothing,
             generator=generator,
         )
-        self.alpha = _check_concentration("alpha", alpha)
+        self.alpha = _check_positive("alpha", alpha)
         if saliency is not None and not callable(saliency):
             raise TypeError(f"saliency must be a callable or None, but got {type(saliency).__name__}.")
-        if isinstance(saliency_width, bool) or not isinstance(saliency_width, int) or saliency_width < 1:
-            raise ValueError(f"saliency_width must be an int >= 1, but got {saliency_width!r}.")
         self.saliency = saliency
-        self.saliency_width = saliency_width
+        self.saliency_width = _check_int("saliency_width", saliency_width)
 
     def check_batch(self, batch: Tensor, **side_inputs: Any) -> None:
         if isinstance(batch, tv_tensors.Mask):
@@ -117,14 +115,12 @@ class SaliencyMix(MaskMix):
 
     def saliency_maps(self, batch: Tensor) -> Tensor:
         """The saliency maps ``(B, h, w)`` of the batch's own samples (each sample is some sample's donor)."""
-        x = batch.as_subclass(Tensor)
-        if x.ndim == 5:
-            x = x[:, x.shape[1] // 2]
+        x = frames(batch)
         with torch.no_grad():
             if self.saliency is None:
                 # The spectral residual is scale-invariant: integer pixels need no division by their maximum.
                 return spectral_residual_saliency(x, width=self.saliency_width)
-            x = _to_float(x)
+            x = to_float(x)
             maps = self.saliency(x)
         if not isinstance(maps, Tensor):
             raise TypeError(f"The saliency callable must return a tensor, but returned {type(maps).__name__}.")
@@ -133,18 +129,17 @@ class SaliencyMix(MaskMix):
                 f"The saliency callable must return maps (B, h, w) with B={x.shape[0]}, "
                 f"but returned shape {tuple(maps.shape)}."
             )
-        if maps.is_complex() or maps.dtype == torch.bool:
+        if not _is_real(maps):
             raise TypeError(f"The saliency callable must return real maps, but returned dtype {maps.dtype}.")
         if maps.device != x.device:
             raise ValueError(f"The saliency callable returned maps on {maps.device}, but the batch is on {x.device}.")
         return maps
 
-    def make_masks(self, batch: Tensor, **side_inputs: Any) -> Tensor:
+    def make_boxes(self, batch: Tensor, **side_inputs: Any) -> Tensor:
         size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
         sizes = sample_box_sizes(
             size, height, width, alpha=self.alpha, per_sample=self.per_sample, generator=self.generator
         )
         peaks = saliency_peaks(self.saliency_maps(batch), height, width)
         donor_peaks = peaks.roll(1, 0)  # sample i's box is centred on its donor i - 1's peak
-        boxes = centered_boxes(donor_peaks, sizes, height, width)
-        return boxes_to_masks(boxes, height, width)
+        return centered_boxes(donor_peaks, sizes, height, width)  # (B, 4) on the batch's device

@@ -9,6 +9,7 @@
 """
 
 from ._cases import MixInputs
-from ._checks import LABEL_RULES, MIX_KINDS, MixCheckError, MixReport, check_mix_transform
+from ._checks import MIX_KINDS, MixCheckError, MixReport, check_mix_transform
+from ._labels import LABEL_RULES
 
 __all__ = ["LABEL_RULES", "MIX_KINDS", "MixCheckError", "MixInputs", "MixReport", "check_mix_transform"]

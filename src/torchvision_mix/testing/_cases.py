@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +23,6 @@ class MixInputs:
 
     Call the transform as ``transform(*inputs.args)``, or give the whole object to
     :func:`~torchvision_mix.testing.check_mix_transform`, which also takes ``num_classes`` from it.
-    For code written against the earlier ``(images, labels, num_classes)`` tuple, it unpacks as
-    that tuple: ``images, labels, num_classes = inputs``.
 
     Attributes:
         args: the positional arguments of the call (one structure, or ``(images, labels)``).
@@ -45,10 +42,6 @@ class MixInputs:
     structure: str
     masks: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
-
-    def __iter__(self) -> Iterator[Any]:
-        """Unpack as ``(images, labels, num_classes)``, the earlier return value of ``mix_inputs``."""
-        return iter((self.images, self.labels, self.num_classes))
 
     def clone(self) -> MixInputs:
         """A deep copy: the same structure and values in new tensors (to call a transform twice)."""

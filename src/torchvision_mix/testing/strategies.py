@@ -14,10 +14,9 @@ Example:
     >>> from hypothesis import given
     >>> from hypothesis import strategies as st
     >>> from torchvision_mix.testing import strategies as mst
-    >>> @given(mst.mix_inputs(max_batch_size=4, max_side=16))
+    >>> @given(mst.mix_inputs(images=mst.image_batches(batch_sizes=st.integers(1, 4), heights=st.integers(1, 16))))
     ... def test_shapes(inputs):
-    ...     images, labels, num_classes = inputs
-    ...     assert images.shape[0] == labels.shape[0]
+    ...     assert inputs.images.shape[0] == inputs.labels.shape[0]
     >>> test_shapes()
     >>> @given(mst.mix_inputs(images=mst.image_batches(batch_sizes=st.integers(1, 3), heights=st.just(8)),
     ...                       structure=st.sampled_from(["dict+mask", "tuple+dict"])))
@@ -30,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -81,35 +79,13 @@ STRUCTURES: tuple[str, ...] = ("args", "tuple", "list", "dict", "dict+mask", "tu
 _LABELLED = tuple(s for s in STRUCTURES if s != "segmentation")
 
 
-def _check_range(name: str, low: int, high: int, floor: int) -> None:
-    if not isinstance(low, int) or not isinstance(high, int):
-        raise InvalidArgument(f"min_{name} and max_{name} must be ints, but got {low!r} and {high!r}.")
-    if low < floor:
-        raise InvalidArgument(f"min_{name}={low} must be >= {floor}.")
-    if high < low:
-        raise InvalidArgument(f"max_{name}={high} must be >= min_{name}={low}; use equal values for a fixed size.")
-
-
-def _ints(
-    name: str,
-    plural: str,
-    strategy: st.SearchStrategy[int] | None,
-    low: int | None,
-    high: int | None,
-    default: tuple[int, int],
-    floor: int,
-) -> st.SearchStrategy[int]:
-    """``strategy``, or integers in ``[low, high]`` (the earlier ``min_*``/``max_*`` arguments)."""
-    if strategy is not None:
-        if low is not None or high is not None:
-            raise InvalidArgument(f"Pass either {plural}= or min_{name}=/max_{name}=, not both.")
-        if not isinstance(strategy, st.SearchStrategy):
-            raise InvalidArgument(f"{plural} must be a strategy of ints, e.g. st.integers(1, 5), but got {strategy!r}.")
-        return strategy
-    low = default[0] if low is None else low
-    high = default[1] if high is None else high
-    _check_range(name, low, high, floor)
-    return st.integers(low, high)
+def _ints(plural: str, strategy: st.SearchStrategy[int] | None, default: tuple[int, int]) -> st.SearchStrategy[int]:
+    """``strategy``, or integers in ``default`` (inclusive) when it is ``None``."""
+    if strategy is None:
+        return st.integers(*default)
+    if not isinstance(strategy, st.SearchStrategy):
+        raise InvalidArgument(f"{plural} must be a strategy of ints, e.g. st.integers(1, 5), but got {strategy!r}.")
+    return strategy
 
 
 def _draw_int(draw: st.DrawFn, strategy: st.SearchStrategy[int], plural: str, floor: int) -> int:
@@ -184,13 +160,6 @@ def image_batches(
     frames: st.SearchStrategy[int] | None = None,
     channels_last: bool | st.SearchStrategy[bool] | None = None,
     distinct_samples: bool = True,
-    min_batch_size: int | None = None,
-    max_batch_size: int | None = None,
-    min_side: int | None = None,
-    max_side: int | None = None,
-    min_channels: int | None = None,
-    max_channels: int | None = None,
-    max_frames: int | None = None,
 ) -> Tensor:
     """Batches of images or videos, with independent height and width (non-square included).
 
@@ -207,21 +176,12 @@ def image_batches(
             ``None`` to draw either, or a strategy of bools.
         distinct_samples: make any two samples differ at every pixel (on the first channel), so a
             pasted pixel's source is never ambiguous. ``False`` gives plain random pixels.
-        min_batch_size: instead of ``batch_sizes``, the smallest batch (kept from earlier versions,
-            as are ``max_batch_size``, ``min_side``/``max_side`` for both ``heights`` and
-            ``widths``, ``min_channels``/``max_channels`` and ``max_frames``).
-        max_batch_size: see ``min_batch_size``.
-        min_side: see ``min_batch_size``.
-        max_side: see ``min_batch_size``.
-        min_channels: see ``min_batch_size``.
-        max_channels: see ``min_batch_size``.
-        max_frames: see ``min_batch_size``.
     """
-    batch_st = _ints("batch_size", "batch_sizes", batch_sizes, min_batch_size, max_batch_size, (1, 8), 0)
-    height_st = _ints("side", "heights", heights, min_side, max_side, (1, 64), 1)
-    width_st = _ints("side", "widths", widths, min_side, max_side, (1, 64), 1)
-    channel_st = _ints("channels", "channels", channels, min_channels, max_channels, (1, 3), 1)
-    frame_st = _ints("frames", "frames", frames, 1 if max_frames is not None else None, max_frames, (1, 3), 1)
+    batch_st = _ints("batch_sizes", batch_sizes, (1, 8))
+    height_st = _ints("heights", heights, (1, 64))
+    width_st = _ints("widths", widths, (1, 64))
+    channel_st = _ints("channels", channels, (1, 3))
+    frame_st = _ints("frames", frames, (1, 3))
     dtype_st = _choices("dtypes", dtypes, "[torch.float32]")
     if not isinstance(kinds, st.SearchStrategy) and (not kinds or set(kinds) - set(KINDS)):
         raise InvalidArgument(f"kinds must be a non-empty subset of {KINDS}, but got {list(kinds)}.")
@@ -363,25 +323,17 @@ def mix_inputs(
     structure: st.SearchStrategy[str] | None = None,
     masks: Callable[..., st.SearchStrategy[Tensor]] | None = None,
     extras: Callable[..., st.SearchStrategy[dict[str, Any]]] | None = None,
-    min_classes: int | None = None,
-    max_classes: int | None = None,
-    soft: bool | None = None,
-    **image_kwargs: Any,
 ) -> MixInputs:
     """The input of one call of a mixing transform, in one of the :data:`STRUCTURES`.
 
     Returns a :class:`~torchvision_mix.testing.MixInputs`: call ``transform(*inputs.args)`` or
-    give it to :func:`~torchvision_mix.testing.check_mix_transform`; it also unpacks as the
-    earlier ``(images, labels, num_classes)``.
+    give it to :func:`~torchvision_mix.testing.check_mix_transform`.
 
     Args:
-        images: a strategy of image batches. Default: :func:`image_batches` with
-            ``image_kwargs``.
-        num_classes: a strategy of ``K`` (>= 1). Default: 2 to 10 (or ``min_classes`` to
-            ``max_classes``).
+        images: a strategy of image batches. Default: :func:`image_batches`.
+        num_classes: a strategy of ``K`` (>= 1). Default: 2 to 10.
         labels: a function ``(*, batch_size, num_classes) -> strategy`` of labels (called with
-            keywords, so ``functools.partial(labels, soft=True)`` fits). Default: :func:`labels`
-            (with ``soft``).
+            keywords, so ``functools.partial(labels, soft=True)`` fits). Default: :func:`labels`.
         structure: a strategy of names from :data:`STRUCTURES`. Default: every structure with
             labels (all but ``"segmentation"``).
         masks: a function ``(*, batch_size, height, width) -> strategy`` of segmentation masks
@@ -389,18 +341,10 @@ def mix_inputs(
         extras: a function ``(*, batch_size, height, width) -> strategy`` of a dict of pass-through
             entries, added to the structure's dict (``"dict"``, ``"dict+mask"``, ``"tuple+dict"``,
             ``"segmentation"``; the others hold none). Default: :func:`extra_values`.
-        min_classes: fewest classes, instead of ``num_classes``.
-        max_classes: most classes, instead of ``num_classes``.
-        soft: as in :func:`labels`, when ``labels`` is not given.
-        image_kwargs: keyword arguments of :func:`image_batches`, when ``images`` is not given.
     """
-    if images is not None and image_kwargs:
-        raise InvalidArgument(f"Pass either images= or image_batches() arguments {sorted(image_kwargs)}, not both.")
-    if labels is not None and soft is not None:
-        raise InvalidArgument("Pass either labels= or soft=, not both.")
-    class_st = _ints("classes", "num_classes", num_classes, min_classes, max_classes, (2, 10), 1)
-    image_st = images if images is not None else image_batches(**image_kwargs)
-    label_fn = labels if labels is not None else functools.partial(_labels, soft=soft)
+    class_st = _ints("num_classes", num_classes, (2, 10))
+    image_st = images if images is not None else image_batches()
+    label_fn = labels if labels is not None else _labels
     structure_st = structure if structure is not None else st.sampled_from(_LABELLED)
     mask_fn = masks if masks is not None else segmentation_masks
     extra_fn = extras if extras is not None else extra_values

@@ -1,0 +1,235 @@
+"""The CPU fast paths and unchecked inner steps the public stages share.
+
+Byte-lane counting (:func:`count_true`), word-packed selects (:func:`packed_masks`,
+:func:`select_words`), the region-only paste of one box (:func:`paste_box`), the blend kernels and
+the lerp custom op (:func:`lerp_into`, :func:`lerp_op`, :func:`lerp_compiled`), the label mix on
+checked arguments (:func:`mix_labels_unchecked`) and the bracketed top-count selection
+(:func:`top_count_bracket`). Nothing here checks its arguments: the callers did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+LANE_BLOCK = 255  # int64 words summed per block: each of their 8 byte lanes stays <= 255
+
+
+def count_true(flat: Tensor) -> Tensor:
+    """Exact number of 1 bytes in each row of a (B, N) tensor of 0/1 bytes, as int64.
+
+    On the CPU a plain sum first widens every byte to int64 (a copy 8x the mask's size). Here
+    the bytes are read as int64 words and summed in blocks of 255 words, so every byte lane
+    accumulates at most 255 and never carries into the next; the lanes are then added up.
+    """
+    batch, n = flat.shape
+    main = n // (8 * LANE_BLOCK) * (8 * LANE_BLOCK)
+    if flat.device.type != "cpu" or main == 0 or n % 8 != 0 or not flat.is_contiguous():
+        return flat.sum(dim=1, dtype=torch.int64)
+    words = flat.view(torch.int64)[:, : main // 8].reshape(batch, main // (8 * LANE_BLOCK), LANE_BLOCK)
+    lanes = words.sum(dim=2)  # (B, K) int64: 8 independent byte counters each
+    counts = lanes.view(torch.uint8).sum(dim=1, dtype=torch.int64)
+    if main < n:
+        counts += flat[:, main:].sum(dim=1, dtype=torch.int64)
+    return counts
+
+
+def packed_masks(masks: Tensor, images: Tensor) -> Tensor | None:
+    """The mask as int32 words of 0x00/0xFF bytes over the images' bytes, or ``None`` if unsuited.
+
+    On the CPU, ``torch.where`` runs element by element for 1- and 2-byte dtypes (uint8 at about
+    a tenth of copy speed); selecting bits through 32-bit words with ``xor``/``and`` is exact for
+    every dtype and runs at memory speed. Needs a contiguous batch whose rows are whole words.
+    """
+    size = images.element_size()
+    width = images.shape[-1]
+    if (
+        images.device.type != "cpu"
+        or size not in (1, 2)
+        or not images.is_contiguous()
+        or (width * size) % 4 != 0
+        or images.data_ptr() % 4 != 0
+        or images.numel() == 0
+    ):
+        return None
+    batch, height = masks.shape[0], masks.shape[1]
+    byte_mask = masks.view(torch.uint8).neg()  # True → 0xFF, False → 0x00
+    if size > 1:
+        byte_mask = byte_mask[..., None].expand(batch, height, width, size).reshape(batch, height, width * size)
+    words = byte_mask.contiguous().view(torch.int32)
+    return words.reshape(batch, *([1] * (images.ndim - 3)), height, width * size // 4)
+
+
+def select_words(mask: Tensor, a: Tensor, b: Tensor, out: Tensor) -> None:
+    """``out = where(mask, a, b)`` bitwise: ``b ^ ((a ^ b) & mask)``."""
+    torch.bitwise_xor(a, b, out=out)
+    out.bitwise_and_(mask)
+    out.bitwise_xor_(b)
+
+
+def paste_box(images: Tensor, box: tuple[int, int, int, int], *, inplace: bool = False) -> Tensor:
+    """Paste one box shared by the whole batch, with the default pairing (``i`` takes from ``i - 1``).
+
+    Same result as ``paste(images, boxes_to_masks(box repeated), inplace=inplace)``, but only the
+    pasted region is moved: in place its copy is the only allocation; otherwise the batch is
+    copied once and the region written over it.
+    """
+    x1, y1, x2, y2 = box
+    if inplace:
+        region = images[..., y1:y2, x1:x2]
+        region.copy_(region.roll(1, 0))
+        return images
+    out = images.clone()
+    if images.shape[0] > 0:
+        source = images[..., y1:y2, x1:x2]
+        target = out[..., y1:y2, x1:x2]
+        target[1:].copy_(source[:-1])
+        target[:1].copy_(source[-1:])
+    return out
+
+
+def blend_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a blend of ``dtype`` pixels is computed in: float64 stays, everything else is float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def blend_into(out: Tensor, base: Tensor, images: Tensor, weights: Tensor, partner: Tensor | None) -> None:
+    """``out[i] = lerp(base[i], images[partner[i]], w[i])``; ``out`` may be ``base`` or ``images``."""
+    batch = images.shape[0]
+    if batch == 0:
+        return
+    w = weights.reshape(batch, *([1] * (images.ndim - 1)))
+    if partner is not None or out.data_ptr() == images.data_ptr():
+        source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
+        lerp_into(base, source, w, out)
+        return
+    # Two views instead of a rolled copy: rows 1.. take from rows 0..B-2, row 0 from row B-1.
+    lerp_into(base[1:], images[:-1], w[1:], out[1:])
+    lerp_into(base[:1], images[-1:], w[:1], out[:1])
+
+
+def lerp_into(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
+    compute = blend_dtype(a.dtype)
+    if a.dtype == compute:
+        torch.lerp(a, b, w.to(compute), out=out)
+        return
+    mixed = torch.lerp(a.to(compute), b.to(compute), w.to(compute))
+    if not a.is_floating_point():
+        info = torch.iinfo(a.dtype)
+        mixed = mixed.round_().clamp_(info.min, info.max)
+    out.copy_(mixed)
+
+
+def lerp_new(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
+    """:func:`torch.lerp` into a new tensor laid out like ``a`` (``w`` of ``a``'s dtype)."""
+    return torch.lerp(a, b, w, out=torch.empty_like(a))
+
+
+# Under torch.compile, lerp runs as an opaque operator, ATen's own kernel: inductor's CPU code
+# computes it without the fused multiply-add of ATen's vectorised kernel, so a compiled blend
+# would differ from the eager one in the last bit of float32 results.
+lerp_op: Callable[[Tensor, Tensor, Tensor], Tensor] = lerp_new
+if hasattr(torch.library, "custom_op"):  # torch >= 2.4
+    lerp_op = torch.library.custom_op("torchvision_mix::lerp", mutates_args=())(lerp_new)
+
+    @lerp_op.register_fake
+    def _(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
+        return torch.empty_like(a)
+
+
+def lerp_compiled(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
+    """:func:`_lerp` as a new tensor, for torch.compile: the same values, bit for bit."""
+    compute = blend_dtype(a.dtype)
+    if a.dtype == compute:
+        return lerp_op(a, b, w.to(compute))
+    mixed = lerp_op(a.to(compute), b.to(compute), w.to(compute))
+    if not a.is_floating_point():
+        info = torch.iinfo(a.dtype)
+        mixed = mixed.round().clamp(info.min, info.max)
+    return mixed.to(a.dtype)
+
+
+def mix_labels_unchecked(
+    labels: Tensor, lam: Tensor, *, num_classes: int | None, partner: Tensor | None, label_smoothing: float
+) -> Tensor:
+    """:func:`~torchvision_mix.masks.mix_labels` on arguments already checked."""
+    eps = float(label_smoothing)
+    if labels.ndim == 1:
+        # Index labels: write the two weights straight into a filled (B, K) tensor, never
+        # materialising one-hot rows: (1 - ε) * ((1 - λ) e_i + λ e_j) + ε / K.
+        assert num_classes is not None  # checked by the caller
+        index = labels.long()[:, None]
+        partner_index = index.roll(1, 0) if partner is None else index.index_select(0, partner)
+        w = lam.to(device=labels.device, dtype=torch.float32, non_blocking=True)[:, None]
+        own = 1.0 - w
+        if eps > 0:
+            own, w = own * (1.0 - eps), w * (1.0 - eps)
+        out = torch.full((labels.shape[0], num_classes), eps / num_classes, device=labels.device)
+        return out.scatter_add_(1, index, own).scatter_add_(1, partner_index, w)
+    y = labels if labels.is_floating_point() else labels.to(torch.float32)
+    if eps > 0:
+        # Half precision is smoothed in float32 and rounded once, as torch.compile computes it.
+        wide = torch.promote_types(y.dtype, torch.float32)
+        y = (y.to(wide) * (1.0 - eps) + eps / y.shape[1]).to(y.dtype)
+    y_partner = y.roll(1, 0) if partner is None else y.index_select(0, partner)
+    w = lam.to(device=y.device, dtype=y.dtype, non_blocking=True)[:, None]
+    if torch.compiler.is_compiling() and not (y.requires_grad and torch.is_grad_enabled()):
+        return lerp_op(y, y_partner, w)  # ATen's kernel: the eager result, bit for bit
+    return torch.lerp(y, y_partner, w)
+
+
+BRACKET_STEP = 16  # the CPU selection sorts one score in 16 of a map to bracket its threshold
+BRACKET_MIN = 4096  # below this many scores per map a full sort is as fast
+BRACKET_Z = 3.0  # half-width of the bracket, in binomial standard deviations of the sample
+
+
+def top_count_bracket(flat: Tensor, counts: Tensor, width: int) -> Tensor:
+    """:func:`top_count_masks` on the CPU for a float ``(B, N)``: bracket, count, order the few inside."""
+    batch, n = flat.shape
+    # One score in 16: every 4th column of every 4th row (a grid that reads a quarter of the rows),
+    # or every 16th score of a map too narrow for it.
+    grid = flat.view(batch, n // width, width)[:, ::4, ::4] if width >= 16 else flat[:, ::BRACKET_STEP]
+    sample = grid.reshape(batch, -1).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+    sample = sample.sort(dim=1, descending=True).values  # (B, m)
+    m = sample.shape[1]
+    fraction = counts.double() / n
+    # The count-th highest score sits near sample position count * m / n; bracket it by z
+    # binomial standard deviations (+2) on each side, read from the sorted sample.
+    centre = (fraction * m).round_().long() - 1
+    margin = (BRACKET_Z * (m * fraction * (1 - fraction)).sqrt_()).ceil_().long() + 2
+    upper_at, lower_at = centre - margin, centre + margin
+    inf = torch.tensor(math.inf, dtype=flat.dtype)
+    upper = torch.where(upper_at >= 0, sample.gather(1, upper_at.clamp(0, m - 1)[:, None])[:, 0], inf)
+    lower = torch.where(lower_at < m, sample.gather(1, lower_at.clamp(0, m - 1)[:, None])[:, 0], -inf)
+    lower = torch.where(counts == 0, inf, lower)
+    above = flat > upper[:, None]  # all taken
+    inside = flat >= lower[:, None]  # the threshold lies among these
+    n_above = count_true(above.view(torch.uint8))
+    n_inside = count_true(inside.view(torch.uint8))
+    missed = (n_above > counts) | (n_inside < counts)  # NaN is in neither
+    if bool(missed.any()):  # rare (or NaN is needed): order these maps whole
+        rows = missed.nonzero()[:, 0]
+        above.index_fill_(0, rows, False)
+        inside.index_fill_(0, rows, True)
+        n_above = n_above.masked_fill(missed, 0)
+    index = inside.logical_xor_(above).view(-1).nonzero()[:, 0]  # candidates, ascending
+    rows = index // n
+    values = flat.view(-1).index_select(0, index)
+    if values.dtype == torch.float32:
+        # One sort of int64 keys (row, value descending, NaN last); ties keep the ascending index (stable).
+        bits = (values + 0.0).view(torch.int32).long()  # + 0.0: -0.0 ties with +0.0
+        ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # int order = float order
+        descending = (2**31 - 1 - ordered).masked_fill_(values.isnan(), 2**32)
+        order = torch.sort(rows * 2**33 + descending, stable=True).indices
+    else:
+        order = torch.sort(values.neg(), stable=True).indices  # the highest first, NaN last
+        order = order.index_select(0, torch.sort(rows.index_select(0, order), stable=True).indices)
+    index, rows = index.index_select(0, order), rows.index_select(0, order)
+    per_row = torch.bincount(rows, minlength=batch)
+    first = per_row.cumsum(0) - per_row
+    rank = torch.arange(index.numel()) - first.index_select(0, rows)
+    take = rank < (counts - n_above).index_select(0, rows)
+    return above.view(-1).index_fill_(0, index[take], True).view(batch, n)
