@@ -77,8 +77,7 @@ def _attentive(ctx: MixContext) -> Any:
 
 def _attentive_attention(ctx: MixContext) -> Any:
     # The label weight is the share of the donor's attention mass that was pasted, not the area.
-    kwargs: dict[str, Any] = {"label_rule": "attention"}
-    return AttentiveCutMix(**_attentive_options(ctx), **kwargs)
+    return AttentiveCutMix(**_attentive_options(ctx), label_rule="attention")
 
 
 def _recipe(ctx: MixContext) -> Any:
@@ -142,7 +141,7 @@ METHODS: dict[str, tuple[str, Builder]] = {
 # The methods that paste by attention: they need the extractor and are swept over --top-k.
 ATTENTIVE = ("attentive", "attentive-attention")
 
-DEFAULT_METHODS = ("none", "mixup", "cutmix", "attentive", "recipe")
+DEFAULT_METHODS = ("none", "mixup", "cutmix", "attentive", "attentive-attention", "recipe")
 PRESETS: dict[str, tuple[str, ...]] = {
     "default": DEFAULT_METHODS,
     "cutmix-variants": (
@@ -156,7 +155,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
     ),
     "all": tuple(METHODS),
 }
-SWEEP_METHODS = ("none", "attentive")  # the default of a --top-k sweep
+SWEEP_METHODS = ("none", "attentive", "attentive-attention")  # the default of a --top-k sweep
 
 # The seed papers' CIFAR-10 ResNet-18 row (Walawalkar et al., 2020; Attentive CutMix with N = 6 cells).
 PAPER_CIFAR10_RESNET18 = {"none": 84.67, "mixup": 88.52, "cutmix": 87.92, "attentive": 88.94}

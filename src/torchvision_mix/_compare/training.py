@@ -60,7 +60,7 @@ class Settings:
 
 
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {"model": "small", "epochs": (30,), "batch_size": 64, "lr": 0.05, "image_size": 28, "augment": False},
+    "digits": {"model": "small", "epochs": (100,), "batch_size": 64, "lr": 0.05, "image_size": 28, "augment": False},
     "cifar10": {"model": "resnet18", "epochs": (30,), "batch_size": 128, "lr": 0.1, "image_size": 32, "augment": True},
     "folder": {"model": "resnet18", "epochs": (30,), "batch_size": 64, "lr": 0.05, "image_size": 32, "augment": True},
 }
@@ -483,7 +483,9 @@ def _run_in_pool(data: Data, settings: Settings, jobs: list[Job], progress: Prog
                         waiting = [j for j in waiting if j.epochs != result.job.epochs]
                 if not pending and not ready and waiting:  # pragma: no cover - an extractor job failed
                     raise RuntimeError("the extractor's training did not return its weights")
-        except BaseException:
+        except BaseException:  # an error or Ctrl-C: stop the workers too
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     _drain(ticks, progress)
