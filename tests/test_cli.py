@@ -4,7 +4,6 @@ import csv
 import hashlib
 import math
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from torchvision_mix._compare import data as cdata
 from torchvision_mix._compare import methods, report, training
 
 DOCS = os.path.join(os.path.dirname(__file__), os.pardir, "docs")
+
 
 def _images(folder, classes=2, per_class=4, size=12):
     rng = np.random.default_rng(0)
@@ -85,7 +85,9 @@ def test_clutter_places_the_digit_and_pieces_of_others():
 
 def test_compare_on_the_default_dataset_writes_the_report(tmp_path, capsys):
     out = tmp_path / "report"
-    code = cli.main(["compare", "--epochs", "1", "--seeds", "2", "--jobs", "1", "--out", str(out), "--image-size", "16"])
+    code = cli.main(
+        ["compare", "--epochs", "1", "--seeds", "2", "--jobs", "1", "--out", str(out), "--image-size", "16"]
+    )
     assert code == 0
     captured = capsys.readouterr()
     for key in _compare.DEFAULT_METHODS:
@@ -172,8 +174,6 @@ def test_scheduled_cutmix_raises_p_linearly_before_each_epoch(tiny, monkeypatch)
 
 @pytest.mark.parametrize("method", list(_compare.METHODS))
 def test_every_method_builds_and_mixes(method):
-    if method == "attentive-attention" and "label_rule" not in torchvision_mix.AttentiveCutMix.__init__.__code__.co_varnames:
-        pytest.skip("AttentiveCutMix(label_rule=...) is not in this version yet")
     extractor = training.SmallCNN(1, 10).features.eval()
     ctx = _compare.MixContext(num_classes=10, generator=torch.Generator().manual_seed(0), extractor=extractor)
     mix = _compare.build_mix(method, ctx)
@@ -273,11 +273,14 @@ def test_top_k_sweep_writes_its_generated_file_and_figure(tmp_path, tiny):
     before = page.read_text()
     out = _run(tmp_path, "s", "--top-k", "1-4", "--seeds", "2", "--write", str(page))
     rows = _rows(out / "results.csv")
-    assert [r["top_k"] for r in rows if r["seed"] == "1"] == ["", "1", "2", "3", "4"]
+    expected = ["", "1", "2", "3", "4", "1", "2", "3", "4"]  # no mixing, then N for each label rule
+    assert [r["top_k"] for r in rows if r["seed"] == "1"] == expected
+    assert [r["method"] for r in rows if r["seed"] == "1"][-1] == "attentive-attention-k4"
     assert page.read_text() == before  # the page only includes the generated file
     static = tmp_path / "docs" / "_static"
     text = (static / "compare-top-k.inc").read_text()
-    assert "* - Attentive CutMix, N = 3" in text and text.startswith("Command: ``torchvision-mix compare --epochs 2")
+    assert "* - Attentive CutMix, N = 3" in text and "* - Attentive CutMix, attention label, N = 4" in text
+    assert text.startswith("Command: ``torchvision-mix compare --epochs 2")
     assert ".. image:: /_static/compare-top-k.png" in text
     assert (static / "compare-top-k.png").stat().st_size > 10_000
     assert (static / "compare-top-k.csv").read_text() == (out / "results.csv").read_text()
@@ -295,7 +298,7 @@ def test_compare_on_an_image_folder_with_resnet18(tmp_path, capsys):
 def test_shift_flip_moves_and_mirrors_each_sample():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
     generator = torch.Generator().manual_seed(0)
-    out = _compare.shift_flip(x, generator)
+    out = training.shift_flip(x, generator)
     generator = torch.Generator().manual_seed(0)
     dy, dx = torch.randint(0, 9, (2, 2), generator=generator)
     flip = torch.rand(2, generator=generator) < 0.5

@@ -5,7 +5,6 @@ import csv
 import pytest
 import torch
 
-import torchvision_mix
 from torchvision_mix import __main__ as cli
 from torchvision_mix._compare import data as cdata
 from torchvision_mix._compare import methods, report, statistics, training
@@ -133,7 +132,12 @@ def test_attentive_attention_weighs_the_label_by_the_pasted_attention():
 
     def mixed_labels(method):
         ctx = methods.MixContext(
-            num_classes=4, generator=torch.Generator().manual_seed(0), extractor=Corner(), grid_size=2, top_k=1, image_size=8
+            num_classes=4,
+            generator=torch.Generator().manual_seed(0),
+            extractor=Corner(),
+            grid_size=2,
+            top_k=1,
+            image_size=8,
         )
         mix = methods.build_mix(method, ctx)
         images, labels = torch.rand(4, 1, 8, 8), torch.arange(4)

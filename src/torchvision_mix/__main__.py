@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_positive(int),
         default=os.cpu_count() or 1,
-        help="trainings run at once, each in its own process (default: the machine's cores); results do not depend on it",
+        help="trainings at once, each in its own process (default: the machine's cores); results do not depend on it",
     )
     compare.add_argument("--threads", type=_positive(int), default=1, help="torch threads per job (default 1)")
     compare.add_argument("--out", default="torchvision-mix-report", help="report folder")

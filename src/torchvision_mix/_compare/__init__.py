@@ -13,9 +13,9 @@ registry), :mod:`.training` (settings, networks, jobs), :mod:`.statistics` and :
 
 from .data import CommandError, Data, clutter_digits, load_cluttered_digits, load_data
 from .methods import DEFAULT_METHODS, METHODS, PRESETS, MixContext, build_mix, parse_methods
-from .training import DATASET_DEFAULTS, Settings, check_settings, run_compare
-from .statistics import paired_difference, summarize, t_quantile
 from .report import check_write_target, markdown_table, section, write_report
+from .statistics import paired_difference, summarize, t_quantile
+from .training import DATASET_DEFAULTS, Settings, check_settings, run_compare
 
 __all__ = [
     "DATASET_DEFAULTS",

@@ -171,10 +171,8 @@ def write_csv(path: str, report: Report) -> None:
         writer.writerow([*CSV_COLUMNS, *TIME_COLUMNS])
         for r in report.runs:
             top_k = r.arm.top_k if r.arm.method in ATTENTIVE else ""
-            writer.writerow(
-                [r.arm.key, r.arm.title, top_k, r.epochs, r.seed, repr(r.accuracy), repr(r.loss), r.init, r.order]
-                + [f"{r.seconds:.2f}"]
-            )
+            compared = [r.arm.key, r.arm.title, top_k, r.epochs, r.seed, repr(r.accuracy), repr(r.loss), r.init]
+            writer.writerow([*compared, r.order, f"{r.seconds:.2f}"])
 
 
 def read_csv(path: str) -> Report:
@@ -215,7 +213,7 @@ def section(settings: Settings, methods_text: str | None) -> str:
         return "budgets"
     if methods_text is not None and methods_text.strip() == "cutmix-variants":
         return "cutmix-variants"
-    return "main"
+    return "main" if settings.dataset == "digits" else settings.dataset
 
 
 def stem(name: str) -> str:
@@ -267,7 +265,10 @@ def write_report(
     md += [f"- {key}: {value}" for key, value in text.items() if key != "command"]
     for epochs, rows in tables(report):
         md += ["", f"## {epochs} epochs", "", markdown_table(rows)]
-    md += ["", "Per-run wall time: " + ", ".join(f"{r.arm.key}/{r.epochs}/{r.seed}: {r.seconds:.1f} s" for r in report.runs)]
+    md += [
+        "",
+        "Per-run wall time: " + ", ".join(f"{r.arm.key}/{r.epochs}/{r.seed}: {r.seconds:.1f} s" for r in report.runs),
+    ]
     paths = [os.path.join(out, "results.md"), os.path.join(out, "results.csv")]
     with open(paths[0], "w") as f:
         f.write("\n".join(md) + "\n")
@@ -286,12 +287,15 @@ def generated_rst(settings: Settings, report: Report, text: dict[str, str], name
     for epochs, rows in tables(report):
         lines += ["", rst_table(rows, caption(epochs))]
     csv_name = f"{stem(name)}.csv"
-    lines += ["", f"Every run (seed, accuracy, final loss, fingerprints, time): :download:`{csv_name} </_static/{csv_name}>`."]
+    lines += [
+        "",
+        f"Every run (seed, accuracy, final loss, fingerprints, time): :download:`{csv_name} </_static/{csv_name}>`.",
+    ]
     if figure:
         if settings.sweep:
             alt = "Test accuracy against the number of pasted cells N, with 95 % intervals."
         elif settings.budgets:
-            alt = "Test accuracy against the training budget per method, and the difference to no mixing, with 95 % intervals."
+            alt = "Test accuracy against the training budget, and the difference to no mixing, with 95 % intervals."
         else:
             alt = "Each method's mean difference to no mixing with its 95 % interval, and mixed training samples."
         lines += ["", f".. image:: /_static/{stem(name)}.png", f"   :alt: {alt}"]
@@ -383,7 +387,15 @@ def _sweep_figure(plt: Any, settings: Settings, report: Report) -> Any:
         ks = [int(r.key.rsplit("-k", 1)[1]) for r in sweep]
         title = sweep[0].title.rsplit(", N =", 1)[0]
         if all(r.half is not None for r in sweep):
-            ax.errorbar(ks, [r.mean for r in sweep], yerr=[r.half for r in sweep], fmt="o-", color=colour, capsize=3, label=title)
+            ax.errorbar(
+                ks,
+                [r.mean for r in sweep],
+                yerr=[r.half for r in sweep],
+                fmt="o-",
+                color=colour,
+                capsize=3,
+                label=title,
+            )
         else:
             ax.plot(ks, [r.mean for r in sweep], "o-", color=colour, label=title)
         ax.set_xticks(ks)
@@ -393,9 +405,7 @@ def _sweep_figure(plt: Any, settings: Settings, report: Report) -> Any:
     ax.axvline(PAPER_TOP_K, color="0.6", linestyle=":", label=f"the paper's choice, N = {PAPER_TOP_K}")
     ax.set_xlabel(f"N, cells pasted (of {settings.grid_size}x{settings.grid_size})")
     ax.legend(fontsize=8)
-    ax.set_title(
-        f"Attentive CutMix against N: {report.seeds} paired seeds, {report.epochs[0]} epochs", fontsize=10
-    )
+    ax.set_title(f"Attentive CutMix against N: {report.seeds} paired seeds, {report.epochs[0]} epochs", fontsize=10)
     return fig
 
 

@@ -417,8 +417,10 @@ def run_compare(data: Data, settings: Settings) -> Report:
     progress = Progress(sum(j.epochs for j in jobs), n_workers)
     progress.of = len(jobs)
     start, cpu_start, children_start = time.perf_counter(), time.process_time(), _children_cpu()
-    done = _run_in_process(data, settings, jobs, progress) if n_workers == 1 else _run_in_pool(
-        data, settings, jobs, progress, n_workers
+    done = (
+        _run_in_process(data, settings, jobs, progress)
+        if n_workers == 1
+        else _run_in_pool(data, settings, jobs, progress, n_workers)
     )
     progress.close()
     report = Report(arms_of(settings), [], settings.epochs, settings.seeds, jobs=n_workers)
