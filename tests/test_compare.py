@@ -150,3 +150,14 @@ def test_attentive_attention_weighs_the_label_by_the_pasted_attention():
     assert torch.allclose(area.sort(dim=1, descending=True).values[:, :2], torch.tensor([0.75, 0.25]))
     attention = mixed_labels("attentive-attention")  # the pasted cell holds all of the donor's attention
     assert torch.allclose(attention.max(dim=1).values, torch.ones(len(attention)))
+
+
+def test_each_run_writes_its_own_generated_file():
+    def name(methods_text=None, **kwargs):
+        return report.section(training.Settings(**kwargs), methods_text)
+
+    assert name() == "main" and name("cutmix-variants") == "cutmix-variants"
+    assert name(top_k=(1, 2)) == "top-k" and name(epochs=(30, 60)) == "budgets"
+    assert name(dataset="cifar10") == "cifar10" and report.include_line("cifar10") == (
+        ".. include:: _static/compare-cifar10.inc"
+    )
