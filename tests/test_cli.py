@@ -4,7 +4,6 @@ import csv
 import hashlib
 import math
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -17,11 +16,10 @@ import torch
 import torchvision_mix
 from torchvision_mix import __main__ as cli
 from torchvision_mix import _compare, _demo
+from torchvision_mix._compare import data as cdata
+from torchvision_mix._compare import methods, report, training
 
 DOCS = os.path.join(os.path.dirname(__file__), os.pardir, "docs")
-
-# Methods whose classes this version may still lack: their test accepts the one-line refusal.
-MAY_BE_MISSING = {"saliencymix", "fmix", "gridmix"}
 
 
 def _images(folder, classes=2, per_class=4, size=12):
@@ -44,7 +42,7 @@ def small_digits():
 @pytest.fixture
 def tiny(monkeypatch, small_digits):
     """The CLI on the small cluttered digits."""
-    monkeypatch.setattr(_compare, "load_data", lambda name, root, image_size: small_digits)
+    monkeypatch.setattr(cdata, "load_data", lambda name, root, image_size: small_digits)
     return small_digits
 
 
@@ -55,7 +53,7 @@ def _rows(path):
 
 def _run(tmp_path, name, *args):
     out = tmp_path / name
-    assert cli.main(["compare", "--epochs", "2", "--threads", "1", "--out", str(out), *args]) == 0
+    assert cli.main(["compare", "--epochs", "2", "--jobs", "1", "--out", str(out), *args]) == 0
     return out
 
 
@@ -87,33 +85,45 @@ def test_clutter_places_the_digit_and_pieces_of_others():
 
 def test_compare_on_the_default_dataset_writes_the_report(tmp_path, capsys):
     out = tmp_path / "report"
-    code = cli.main(["compare", "--epochs", "1", "--seeds", "2", "--out", str(out), "--image-size", "16"])
+    code = cli.main(
+        ["compare", "--epochs", "1", "--seeds", "2", "--jobs", "1", "--out", str(out), "--image-size", "16"]
+    )
     assert code == 0
     captured = capsys.readouterr()
-    for name in ("no mixing", "MixUp", "CutMix", "Attentive CutMix", "CutMix/MixUp recipe"):
-        assert f"| {name} |" in captured.out
-    assert "2 torch threads" in captured.err and "2 torch threads" in captured.out
+    for key in _compare.DEFAULT_METHODS:
+        assert f"| {_compare.METHODS[key][0]} |" in captured.out
+    assert "1 jobs of 1 torch threads" in captured.err and "1 jobs" in captured.out
     assert "cluttered digits: 600 train / 1197 test images" in captured.err
     assert sorted(os.listdir(out)) == ["compare.png", "results.csv", "results.md"]
     rows = _rows(out / "results.csv")
-    assert len(rows) == 5 * 2 and all(0 <= float(r["test_accuracy"]) <= 100 for r in rows)
+    n = len(_compare.DEFAULT_METHODS)
+    assert len(rows) == n * 2 and all(0 <= float(r["test_accuracy"]) <= 100 for r in rows)
+    assert all(float(r["seconds"]) > 0 for r in rows)
     assert "torchvision-mix compare --epochs 1" in (out / "results.md").read_text()
+
+
+def _without_time(path):
+    """The CSV's text without its machine-time columns (report.TIME_COLUMNS), which are named explicitly."""
+    with open(path, newline="") as f:
+        lines = list(csv.reader(f))
+    assert tuple(lines[0][-len(report.TIME_COLUMNS) :]) == report.TIME_COLUMNS
+    return "\n".join(",".join(line[: -len(report.TIME_COLUMNS)]) for line in lines)
 
 
 def test_the_same_command_twice_gives_identical_csvs(tmp_path, tiny):
     args = ("--seeds", "2", "--methods", "none,mixup,cutmix,attentive,cutmix-scheduled")
     first, second = _run(tmp_path, "a", *args), _run(tmp_path, "b", *args)
-    text = (first / "results.csv").read_text()
+    text = _without_time(first / "results.csv")
     assert len(text.splitlines()) == 1 + 5 * 2
-    assert text == (second / "results.csv").read_text()
+    assert text == _without_time(second / "results.csv")
 
 
 def test_paired_seeds_same_initial_weights_and_data_order_for_every_method(tmp_path, tiny):
     out = _run(tmp_path, "r", "--seeds", "2", "--methods", "none,cutmix,attentive,mixup")
     rows = _rows(out / "results.csv")
     for seed in (0, 1):
-        model = _compare.build_model("small", 1, 10, seed)
-        expected_init = _compare.fingerprint(list(model.state_dict().values()))
+        model = training.build_model("small", 1, 10, seed)
+        expected_init = training.fingerprint(list(model.state_dict().values()))
         generator, digest = torch.Generator().manual_seed(seed), hashlib.sha256()
         for _ in range(2):  # epochs
             digest.update(torch.randperm(len(tiny.train_y), generator=generator).numpy().tobytes())
@@ -126,37 +136,36 @@ def test_paired_seeds_same_initial_weights_and_data_order_for_every_method(tmp_p
 
 def test_two_methods_given_the_same_seed_start_from_identical_weights(tiny, monkeypatch):
     starts = []
-    real = _compare.build_model
+    real = training.build_model
 
     def spy(*args):
         model = real(*args)
         starts.append([t.clone() for t in model.state_dict().values()])
         return model
 
-    monkeypatch.setattr(_compare, "build_model", spy)
-    settings = _compare.Settings(epochs=1, seeds=1, methods=("none", "cutmix"))
-    progress = _compare.Progress(10)
+    monkeypatch.setattr(training, "build_model", spy)
+    settings = _compare.Settings(epochs=(1,), seeds=1, methods=("none", "cutmix"))
     for method in ("none", "cutmix"):
-        arm = _compare.Arm(method, method, method, 6)
-        mix = _compare.build_mix(method, _compare.mix_context(settings, arm, 10, None, seed=3))
-        _compare.train(tiny, settings, 3, mix, progress, method)
+        arm = training.Arm(method, method, method, 6)
+        mix = _compare.build_mix(method, training.mix_context(settings, arm, 10, None, seed=3))
+        training.train(tiny, settings, 1, 3, mix)
     assert all(torch.equal(a, b) for a, b in zip(*starts, strict=True))
 
 
 def test_scheduled_cutmix_raises_p_linearly_before_each_epoch(tiny, monkeypatch):
     seen = []
-    call = _compare.LinearSchedule.__call__
+    call = methods.LinearSchedule.__call__
 
     def record(self, *inputs):
         seen.append(self.transform.p)
         return call(self, *inputs)
 
-    monkeypatch.setattr(_compare.LinearSchedule, "__call__", record)
-    settings = _compare.Settings(epochs=4, batch_size=48, methods=("cutmix-scheduled",))
-    arm = _compare.Arm("cutmix-scheduled", "cutmix-scheduled", "scheduled", 6)
-    mix = _compare.build_mix("cutmix-scheduled", _compare.mix_context(settings, arm, 10, None, seed=0))
+    monkeypatch.setattr(methods.LinearSchedule, "__call__", record)
+    settings = _compare.Settings(epochs=(4,), batch_size=48, methods=("cutmix-scheduled",))
+    arm = training.Arm("cutmix-scheduled", "cutmix-scheduled", "scheduled", 6)
+    mix = _compare.build_mix("cutmix-scheduled", training.mix_context(settings, arm, 10, None, seed=0))
     assert isinstance(mix.transform, torchvision_mix.CutMix) and mix.transform.p == 0.0
-    _compare.train(tiny, settings, 0, mix, _compare.Progress(4), "scheduled")
+    training.train(tiny, settings, 4, 0, mix)
     assert seen == [0.0, 0.0, 0.25, 0.25, 0.5, 0.5, 0.75, 0.75]
 
 
@@ -164,15 +173,10 @@ def test_scheduled_cutmix_raises_p_linearly_before_each_epoch(tiny, monkeypatch)
 
 
 @pytest.mark.parametrize("method", list(_compare.METHODS))
-def test_every_method_builds_and_mixes_or_says_what_it_needs(method):
-    extractor = _compare.SmallCNN(1, 10).features.eval()
+def test_every_method_builds_and_mixes(method):
+    extractor = training.SmallCNN(1, 10).features.eval()
     ctx = _compare.MixContext(num_classes=10, generator=torch.Generator().manual_seed(0), extractor=extractor)
-    try:
-        mix = _compare.build_mix(method, ctx)
-    except _compare.MethodUnavailable as error:
-        assert method in MAY_BE_MISSING
-        assert re.fullmatch(rf"method {method} needs torchvision_mix\.\w+, not available in this version", str(error))
-        return
+    mix = _compare.build_mix(method, ctx)
     images, labels = torch.rand(6, 1, 28, 28), torch.arange(6)
     if mix is None:
         assert method == "none"
@@ -182,33 +186,22 @@ def test_every_method_builds_and_mixes_or_says_what_it_needs(method):
     torch.testing.assert_close(soft.sum(dim=1), torch.ones(6, dtype=soft.dtype))
 
 
-def test_a_missing_class_or_option_is_one_line_when_chosen_and_skipped_by_default(monkeypatch):
-    monkeypatch.delattr(torchvision_mix, "RandomMix")
-    settings = _compare.Settings(methods=_compare.DEFAULT_METHODS, default_methods=True)
-    skipped, classes = _compare.probe_methods(settings)
-    assert settings.methods == ("none", "mixup", "cutmix", "attentive")
-    assert skipped == ["method recipe needs torchvision_mix.RandomMix, not available in this version"]
-    assert classes["cutmix"] == "torchvision_mix.CutMix"
-
-    class OldCutMix(torchvision_mix.CutMix):
-        def __init__(self, *, alpha=1.0, num_classes=None, p=1.0, generator=None):
-            super().__init__(alpha=alpha, num_classes=num_classes, p=p, generator=generator)
-
-    monkeypatch.setattr(torchvision_mix, "CutMix", OldCutMix)
-    ctx = _compare.MixContext(num_classes=10, generator=torch.Generator())
-    with pytest.raises(_compare.MethodUnavailable, match=r"^method cutmix-gaussian needs torchvision_mix\.CutMix\("):
-        _compare.build_mix("cutmix-gaussian", ctx)
-
-
 def test_presets_and_top_k_lists():
     variants = ("none", "cutmix", "cutmix-gaussian", "cutmix-fixed", "cutmix-scheduled", "cutmix-onehot")
-    assert _compare.parse_methods("cutmix-variants", sweep=False) == ((*variants, "cutmix-complete"), False)
-    assert _compare.parse_methods(None, sweep=False) == (_compare.DEFAULT_METHODS, True)
-    assert _compare.parse_methods(None, sweep=True) == (("none", "attentive"), True)
-    assert _compare.parse_top_k("6") == (6,)
-    assert _compare.parse_top_k("1,2,...,15") == tuple(range(1, 16))
-    assert _compare.parse_top_k("2,4,...,10,3") == (2, 3, 4, 6, 8, 10)
-    assert _compare.parse_top_k("1-4") == (1, 2, 3, 4)
+    assert _compare.parse_methods("cutmix-variants", sweep=False) == (*variants, "cutmix-complete")
+    assert _compare.parse_methods(None, sweep=False) == _compare.DEFAULT_METHODS
+    assert _compare.parse_methods(None, sweep=True) == methods.SWEEP_METHODS
+    parser = cli._parser()
+
+    def top_k(*values):
+        return parser.parse_args(["compare", "--top-k", *values]).top_k
+
+    assert top_k("6") == (6,)
+    assert top_k("1-15") == tuple(range(1, 16))
+    assert top_k("2,4,8,3") == (2, 3, 4, 8)
+    assert top_k("1-3,7") == (1, 2, 3, 7)
+    assert parser.parse_args(["compare", "--epochs", "300,30,60"]).epochs == (30, 60, 300)
+    assert parser.parse_args(["compare"]).epochs is None and parser.parse_args(["compare"]).top_k == (6,)
 
 
 def test_cutmix_variants_mode(tmp_path, tiny):
@@ -239,56 +232,64 @@ def test_paired_interval_is_the_plain_t_interval():
     got_mean, got_half = _compare.paired_difference(other, base)
     assert got_mean == pytest.approx(mean) and got_half == pytest.approx(half, rel=1e-5)
 
-    arms = [_compare.Arm("none", "none", "no mixing", 6), _compare.Arm("cutmix", "cutmix", "CutMix", 6)]
-    runs = [_compare.Run(arms[0], s, a, 0.0, "", "", 0.0) for s, a in enumerate(base)]
-    runs += [_compare.Run(arms[1], s, a, 0.0, "", "", 0.0) for s, a in enumerate(other)]
-    none, cutmix = _compare.summarize(_compare.Report(arms, runs))
+    arms = [training.Arm("none", "none", "no mixing", 6), training.Arm("cutmix", "cutmix", "CutMix", 6)]
+    runs = [training.Run(arms[0], 30, s, a, 0.0, "", "", 2.0) for s, a in enumerate(base)]
+    runs += [training.Run(arms[1], 30, s, a, 0.0, "", "", 3.0 + s) for s, a in enumerate(other)]
+    none, cutmix = _compare.summarize(training.Report(arms, runs, (30,), 5))
     assert cutmix.std == pytest.approx(statistics.stdev(other)) and none.diff is None
     table = _compare.markdown_table([none, cutmix])
     assert f"| CutMix | {statistics.fmean(other):.2f} ± {statistics.stdev(other):.2f} |" in table
-    assert f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]" in table
+    assert f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] | 5.0 |" in table  # then the time per run
     assert "| 87.92 (+3.25) |" in table  # the paper's row beside it
 
 
-def test_the_docs_table_is_the_arithmetic_of_its_runs():
-    """docs/comparison.rst's tables are recomputed from the runs' CSVs the command wrote beside them."""
+def test_the_docs_tables_are_the_arithmetic_of_their_runs():
+    """docs/comparison.rst includes generated files whose tables are recomputed from the runs' CSVs."""
     with open(os.path.join(DOCS, "comparison.rst")) as f:
-        page = f.read()
+        page = f.read().splitlines()
     found = 0
-    for name in ("main", "top-k", "cutmix-variants"):
-        path = os.path.join(DOCS, "_static", ("compare" if name == "main" else f"compare-{name}") + ".csv")
+    for name in ("main", "top-k", "cutmix-variants", "budgets"):
+        path = os.path.join(DOCS, "_static", report.stem(name) + ".csv")
         if not os.path.exists(path):
             continue
         found += 1
-        begin, end = _compare.markers(name)
-        block = page.split(begin, 1)[1].split(end, 1)[0]
-        rows = _compare.summarize(_compare.read_csv(path))
-        assert _compare.rst_table(rows, "").split("\n", 1)[1] in block
-        assert block.lstrip().startswith("Command: ``torchvision-mix compare")
+        assert report.include_line(name) in page
+        with open(os.path.join(DOCS, "_static", report.stem(name) + ".inc")) as f:
+            block = f.read()
+        runs = report.read_csv(path)
+        for epochs, rows in report.tables(runs):
+            assert report.rst_table(rows, report.caption(epochs)) in block
+        assert block.startswith("Command: ``torchvision-mix compare")
     assert found >= 1
 
 
 # --- sweep and --write ----------------------------------------------------------------------------
 
 
-def test_top_k_sweep_writes_its_section_and_figure(tmp_path, tiny):
+def test_top_k_sweep_writes_its_generated_file_and_figure(tmp_path, tiny):
     page = tmp_path / "docs" / "comparison.rst"
     page.parent.mkdir()
-    page.write_text("Title\n=====\n\n.. begin-compare-top-k\n\nold\n\n.. end-compare-top-k\n\nafter\n")
-    out = _run(tmp_path, "s", "--top-k", "1,2,...,4", "--seeds", "2", "--write", str(page))
+    page.write_text("Title\n=====\n\n.. include:: _static/compare-top-k.inc\n\nafter\n")
+    before = page.read_text()
+    out = _run(tmp_path, "s", "--top-k", "1-4", "--seeds", "2", "--write", str(page))
     rows = _rows(out / "results.csv")
-    assert [r["top_k"] for r in rows if r["seed"] == "1"] == ["", "1", "2", "3", "4"]
-    text = page.read_text()
-    assert "old" not in text and text.endswith(".. end-compare-top-k\n\nafter\n")
-    assert "* - Attentive CutMix, N = 3" in text and "``torchvision-mix compare --epochs 2" in text
-    assert (tmp_path / "docs" / "_static" / "compare-top-k.png").stat().st_size > 10_000
-    assert (tmp_path / "docs" / "_static" / "compare-top-k.csv").read_text() == (out / "results.csv").read_text()
+    expected = ["", "1", "2", "3", "4", "1", "2", "3", "4"]  # no mixing, then N for each label rule
+    assert [r["top_k"] for r in rows if r["seed"] == "1"] == expected
+    assert [r["method"] for r in rows if r["seed"] == "1"][-1] == "attentive-attention-k4"
+    assert page.read_text() == before  # the page only includes the generated file
+    static = tmp_path / "docs" / "_static"
+    text = (static / "compare-top-k.inc").read_text()
+    assert "* - Attentive CutMix, N = 3" in text and "* - Attentive CutMix, attention label, N = 4" in text
+    assert text.startswith("Command: ``torchvision-mix compare --epochs 2")
+    assert ".. image:: /_static/compare-top-k.png" in text
+    assert (static / "compare-top-k.png").stat().st_size > 10_000
+    assert (static / "compare-top-k.csv").read_text() == (out / "results.csv").read_text()
 
 
 def test_compare_on_an_image_folder_with_resnet18(tmp_path, capsys):
     _images(tmp_path / "data")
     args = ["--dataset", "folder", "--root", str(tmp_path / "data"), "--epochs", "1", "--seeds", "1"]
-    args += ["--no-intervals", "--image-size", "16", "--methods", "none,cutmix,attentive", "--grid-size", "4"]
+    args += ["--jobs", "1", "--image-size", "16", "--methods", "none,cutmix,attentive", "--grid-size", "4"]
     assert cli.main(["compare", *args, "--top-k", "3", "--out", str(tmp_path / "r")]) == 0
     captured = capsys.readouterr()
     assert "| CutMix |" in captured.out and "ResNet-18" in (tmp_path / "r" / "results.md").read_text()
@@ -297,7 +298,7 @@ def test_compare_on_an_image_folder_with_resnet18(tmp_path, capsys):
 def test_shift_flip_moves_and_mirrors_each_sample():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
     generator = torch.Generator().manual_seed(0)
-    out = _compare.shift_flip(x, generator)
+    out = training.shift_flip(x, generator)
     generator = torch.Generator().manual_seed(0)
     dy, dx = torch.randint(0, 9, (2, 2), generator=generator)
     flip = torch.rand(2, generator=generator) < 0.5
@@ -336,29 +337,32 @@ def test_cifar10_loading_and_its_offline_error(monkeypatch, tmp_path):
     ("args", "message"),
     [
         (["compare", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
-        (["compare", "--epochs", "0"], "expected a positive int, got '0'"),
+        (["compare", "--epochs", "0"], "argument --epochs: '0': 0 is not positive"),
+        (["compare", "--epochs", "30,x"], "argument --epochs: '30,x': expected positive whole numbers like 30,60"),
+        (["compare", "--seeds", "0"], "expected a positive int, got '0'"),
+        (["compare", "--jobs", "0"], "expected a positive int, got '0'"),
         (["compare", "--dataset", "folder"], "--dataset folder needs --root DIR"),
         (["compare", "--dataset", "folder", "--root", "/nonexistent/dir"], "no such folder: /nonexistent/dir"),
         (["compare", "--dataset", "folder", "--root", __file__], f"no such folder: {__file__}"),
         (["compare", "--top-k", "50"], "--top-k 50 is outside [1, 49], the 7x7 grid's cells"),
-        (["compare", "--top-k", "1,2,...,15", "--grid-size", "3"], "--top-k 10 is outside [1, 9]"),
-        (["compare", "--top-k", "0,3"], "--top-k 0 is outside [1, 49]"),
-        (["compare", "--top-k", "two"], "--top-k 'two': expected whole numbers"),
-        (["compare", "--top-k", "1,...,5"], "'...' needs two values before it and one after"),
+        (["compare", "--top-k", "1-15", "--grid-size", "3"], "--top-k 10 is outside [1, 9]"),
+        (["compare", "--top-k", "0,3"], "argument --top-k: '0,3': 0 is not positive"),
+        (["compare", "--top-k", "two"], "argument --top-k: 'two': expected positive whole numbers like 1,2,4"),
+        (["compare", "--top-k", "5-3"], "argument --top-k: '5-3': the range 5-3 is empty"),
+        (["compare", "--top-k", "1-3", "--epochs", "30,60"], "sweep either --top-k or --epochs, not both"),
         (["compare", "--top-k", "2,4", "--methods", "none,cutmix"], "sweeps Attentive CutMix: add attentive"),
         (["compare", "--methods", "cutmix,fmixx"], "unknown method 'fmixx': choose from none, mixup"),
         (["compare", "--methods", ","], "names no method"),
-        (["compare", "--seeds", "1"], "--seeds 1: the 95 % confidence intervals need at least 2 paired seeds"),
         (["compare", "--image-size", "10", "--grid-size", "5"], "--image-size 10: the cluttered digits need a canvas"),
         (["compare", "--write", "/nonexistent/page.rst"], "--write /nonexistent/page.rst: cannot read it"),
-        (["compare", "--write", os.path.join(DOCS, "index.rst")], "has no '.. begin-compare-main' ... '.. end-"),
+        (["compare", "--write", os.path.join(DOCS, "index.rst")], "has no '.. include:: _static/compare.inc' line"),
         (["demo", "/nonexistent.png", "/nonexistent2.png"], "no such image file: /nonexistent.png"),
         (["demo", "--top-k", "10", "--grid-size", "3"], "--top-k 10 is larger than the grid's 9 cells"),
     ],
 )
 def test_bad_settings_give_one_line_and_exit_code_2(args, message, capsys, monkeypatch):
-    monkeypatch.setattr(_compare, "run_compare", lambda *a: pytest.fail("must stop before training"))
-    monkeypatch.setattr(_compare, "train", lambda *a: pytest.fail("must stop before training"))
+    monkeypatch.setattr(training, "run_compare", lambda *a: pytest.fail("must stop before training"))
+    monkeypatch.setattr(training, "train", lambda *a: pytest.fail("must stop before training"))
     try:
         code = cli.main(args)
     except SystemExit as exit_:
@@ -366,15 +370,6 @@ def test_bad_settings_give_one_line_and_exit_code_2(args, message, capsys, monke
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
-
-
-def test_a_chosen_method_this_version_lacks_is_one_line_and_exit_code_2(monkeypatch, capsys):
-    monkeypatch.setattr(_compare, "load_data", lambda *a: pytest.fail("must stop before loading data"))
-    monkeypatch.delattr(torchvision_mix, "CutMix")
-    assert cli.main(["compare", "--methods", "none,cutmix-fixed"]) == 2
-    err = capsys.readouterr().err.strip()
-    expected = "method cutmix-fixed needs torchvision_mix.CutMix, not available in this version"
-    assert err == f"torchvision-mix compare: error: {expected}"
 
 
 def test_empty_folder_and_unreadable_images(tmp_path, capsys):
