@@ -509,7 +509,71 @@ def run_scaling(device: torch.device, rounds: int, warmup: int) -> dict[str, Any
         print(f"scaling: batch {batch}, side {SCALING_BATCH_SIDE}", flush=True)
         r = time_case("float32", batch, SCALING_BATCH_SIDE, device, rounds, warmup, SCALING_CONTENDERS)
         batches[batch] = {name: v["median_ms"] for name, v in r.items()}
-    return {"device": device.type, "rounds": rounds, "sides": sides, "batches": batches}
+    ops = {dtype: {b: count_ops(dtype, b, OPS_SIDE) for b in OPS_BATCHES} for dtype in ("float32", "uint8")}
+    return {"device": device.type, "rounds": rounds, "sides": sides, "batches": batches, "ops": ops}
+
+
+#: Operator counts per call: at these two batch sizes (CPU, side OPS_SIDE), for every contender of ours and timm's.
+OPS_BATCHES = (16, 256)
+OPS_SIDE = 32
+#: A count that grows more than this between the two batches is a per-sample loop.
+OPS_GROWTH = 2.0
+
+
+def count_ops(
+    dtype: str, batch: int, size: int, calls: int = 3, names: tuple[str, ...] | None = None
+) -> dict[str, int | None]:
+    """The number of torch operators one call dispatches (median of ``calls``), per contender of ours and timm's.
+
+    A vectorised path dispatches as many operators for 256 samples as for 16; a Python loop over the
+    samples (timm's ``elem`` mode) dispatches more with every sample. Work done outside torch (numpy,
+    plain Python) is not counted: the time per image at small images (the tables above) shows it.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            Counter.count += 1
+            return func(*args, **(kwargs or {}))
+
+    device = torch.device("cpu")
+    x, y = _inputs(dtype, batch, size, device)
+    fns = contenders(device, x.dtype, size)
+    out: dict[str, int | None] = {}
+    for name, make in fns.items():
+        if isinstance(make, str) or not name.startswith(("ours", "timm")) or (names and name not in names):
+            continue
+        fn = make()
+        counts = []
+        try:
+            for _ in range(calls):
+                arg = x.clone() if name in INPLACE else x
+                Counter.count = 0
+                with Counter():
+                    fn(arg, y)
+                counts.append(Counter.count)
+            out[name] = int(statistics.median(counts))
+        except Exception:  # a contender that cannot run under a dispatch mode is reported as such
+            out[name] = None
+    return out
+
+
+def ops_analysis(ops: dict[str, Any]) -> list[str]:
+    """A line for every contender whose operator count grows with the batch (a per-sample loop)."""
+    lines = []
+    for dtype, by_batch in ops.items():
+        counts = {int(b): c for b, c in by_batch.items()}
+        small, large = min(counts), max(counts)
+        for name, n_small in counts[small].items():
+            n_large = counts[large].get(name)
+            if n_small and n_large and n_large > OPS_GROWTH * n_small:
+                lines.append(
+                    f"{name} ({dtype}): {n_small} operators per call at batch {small}, {n_large} at batch {large}: "
+                    "a Python loop over the samples."
+                )
+    return lines
 
 
 def _off_lines(name: str, what: str, unit: str, ms: dict[int, float], per_unit: dict[int, float]) -> list[str]:
@@ -599,6 +663,25 @@ def render_scaling(data: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"* {line}" for line in analysis] or ["* nowhere: linear in pixels and flat per image throughout."]
+    if data.get("ops"):
+        ops = {dtype: {int(b): c for b, c in by_batch.items()} for dtype, by_batch in data["ops"].items()}
+        columns = [(dtype, b) for dtype, by_batch in ops.items() for b in sorted(by_batch)]
+        names = list(dict.fromkeys(n for dtype, b in columns for n in ops[dtype][b]))
+        lines += [
+            "",
+            f"Torch operators dispatched by one call (median of 3 calls; CPU, side {OPS_SIDE}): the same count for "
+            "any batch size means no per-sample loop over torch operators.",
+            "",
+            ".. code-block:: text",
+            "",
+            "   | contender | " + " | ".join(f"{dtype} batch {b}" for dtype, b in columns) + " |",
+            "   |---|" + "---|" * len(columns),
+        ]
+        cell = lambda c: "n/a" if c is None else str(c)  # noqa: E731
+        lines += [f"   | {n} | " + " | ".join(cell(ops[d][b].get(n)) for d, b in columns) + " |" for n in names]
+        growth = ops_analysis(data["ops"])
+        lines += ["", f"Operator counts that grow more than x{OPS_GROWTH:g} with the batch:", ""]
+        lines += [f"* {line}" for line in growth] or ["* none."]
     return "\n".join(lines)
 
 

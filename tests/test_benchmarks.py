@@ -335,3 +335,25 @@ def test_the_memory_column_reads_one_batch_for_a_copy():
     # timm's batch mode writes into its input and allocates one flipped copy of the batch: the fresh copy
     # it is handed is made before the peak is reset, so it reads one batch, not two.
     assert 0.8 <= got["timm Mixup cutmix batch"] / batch_bytes <= 1.3
+
+
+def test_operator_counts_find_a_per_sample_loop():
+    pytest.importorskip("timm")
+    names = ("timm Mixup cutmix elem", "timm Mixup cutmix batch")
+    small, large = (bench.count_ops("float32", b, 8, calls=1, names=names) for b in (2, 16))
+    assert large["timm Mixup cutmix elem"] > bench.OPS_GROWTH * small["timm Mixup cutmix elem"]
+    assert large["timm Mixup cutmix batch"] == small["timm Mixup cutmix batch"]
+    lines = bench.ops_analysis({"float32": {2: small, 16: large}})
+    assert len(lines) == 1 and lines[0].startswith("timm Mixup cutmix elem (float32): ")
+
+
+def test_the_scaling_section_renders_as_rst():
+    docutils_core = pytest.importorskip("docutils.core")
+    data = _scaling(1.0, 2.0)
+    data.update(device="cpu", rounds=3, load_before="0.1 0.1 0.1", load_after="0.2 0.2 0.2")
+    data["ops"] = {"float32": {"16": {"x": 10, "y": 16}, "256": {"x": 10, "y": 256}}}
+    text = bench.render_scaling(data)
+    assert "* y (float32): 16 operators per call at batch 16, 256 at batch 256: a Python loop" in text
+    assert "* x" not in text.split("Operator counts that grow")[1]
+    doctree = docutils_core.publish_doctree(text, settings_overrides={"report_level": 2, "halt_level": 2})
+    assert doctree is not None  # halt_level 2: any warning (a broken table, a bad list) raises
