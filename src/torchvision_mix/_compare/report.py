@@ -353,26 +353,37 @@ def _budget_figure(plt: Any, data: Data, report: Report) -> Any:
     """The crossover figure: accuracy against the budget, and the paired difference to no mixing."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.4), layout="constrained")
     by_budget = dict(tables(report))
+    paired = report.seeds > 1
+    base = {r.epochs: r.mean for e in report.epochs for r in by_budget[e] if r.key == "none"}
     for i, arm in enumerate(report.arms):
         rows = [r for e in report.epochs for r in by_budget[e] if r.key == arm.key]
         xs = [r.epochs for r in rows]
         colour = COLOURS[i % len(COLOURS)]
         means = [r.mean for r in rows]
         halves = [r.mean_half or 0.0 for r in rows]
-        left.errorbar(xs, means, yerr=halves, fmt="o-", color=colour, capsize=3, label=arm.title)
-        if arm.key != "none" and all(r.diff is not None for r in rows):
-            diffs = [r.diff for r in rows]
-            right.errorbar(xs, diffs, yerr=[r.half for r in rows], fmt="o-", color=colour, capsize=3, label=arm.title)
+        left.errorbar(xs, means, yerr=halves if paired else None, fmt="o-", color=colour, capsize=3, label=arm.title)
+        if arm.key == "none" or not all(r.epochs in base for r in rows):
+            continue
+        if paired and all(r.diff is not None for r in rows):
+            diffs, errors = [r.diff for r in rows], [r.half for r in rows]
+        else:  # one seed: the plain difference, no interval
+            diffs, errors = [r.mean - base[r.epochs] for r in rows], None
+        right.errorbar(xs, diffs, yerr=errors, fmt="o-", color=colour, capsize=3, label=arm.title)
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_xticks(list(report.epochs), [str(e) for e in report.epochs])
         ax.minorticks_off()
         ax.set_xlabel("training budget (epochs)")
-    left.set_ylabel("test accuracy (%), mean over seeds\nbars: 95 % t interval of the mean")
+    if paired:
+        left.set_ylabel("test accuracy (%), mean over seeds\nbars: 95 % t interval of the mean")
+        right.set_ylabel("minus no mixing on the same seed (points)\nbars: 95 % paired t interval")
+    else:
+        left.set_ylabel("test accuracy (%), one seed: no intervals")
+        right.set_ylabel("minus no mixing on the same seed (points)\none seed: no intervals")
     right.axhline(0.0, color="0.3", linewidth=1)
-    right.set_ylabel("minus no mixing on the same seed (points)\nbars: 95 % paired t interval")
     left.legend(fontsize=8)
-    fig.suptitle(f"{data.name}: test accuracy against the training budget, {report.seeds} paired seeds", fontsize=10)
+    seeds = f"{report.seeds} paired seeds" if paired else "one seed"
+    fig.suptitle(f"{data.name}: test accuracy against the training budget, {seeds}", fontsize=10)
     return fig
 
 
