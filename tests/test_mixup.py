@@ -8,7 +8,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 import torchvision_mix._mixes.mixup as mixup_module
-from torchvision_mix import MixUp, UnsupportedInputError
+from torchvision_mix import MixUp, UnsupportedInputError, masks
 
 
 def _force_lam(monkeypatch, values):
@@ -138,3 +138,25 @@ def test_errors():
         MixUp(num_classes=2)(torch.zeros(2, 1, 3, 3, dtype=torch.bool), torch.arange(2))
     with pytest.raises(ValueError):  # torchvision's code catches ValueError for PIL images
         MixUp(num_classes=2)(v2.functional.to_pil_image(torch.rand(3, 4, 4)))
+
+
+@pytest.mark.parametrize(
+    ("shape", "channels_last"),
+    [((64, 3, 40, 40), False), ((64, 3, 40, 40), True), ((2, 3, 300, 301), False), ((2, 3, 300, 301), True)],
+    ids=["sample-blocks", "sample-blocks-cl", "column-blocks", "column-blocks-cl"],
+)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_integer_blends_in_blocks_equal_the_whole_batch_blend(shape, channels_last, inplace):
+    """uint8 is blended a block at a time (to bound the float32 temporaries): every block, whole, in order."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(shape, generator=g) * 255).to(torch.uint8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.rand(shape[0], generator=torch.Generator().manual_seed(1))
+    partner = x.roll(1, 0)
+    whole = torch.lerp(x.float(), partner.float(), w.reshape(-1, 1, 1, 1)).round().clamp(0, 255).to(torch.uint8)
+    given = x.clone()
+    out = masks.blend(given, w, inplace=inplace)
+    assert torch.equal(out, whole)
+    assert (out is given) == inplace
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last

@@ -111,16 +111,67 @@ def blend_into(out: Tensor, base: Tensor, images: Tensor, weights: Tensor, partn
     lerp_into(base[:1], images[-1:], w[:1], out[:1])
 
 
+#: Elements of an integer blend computed per step, at most: a sixteenth of the batch (at least 64 Ki).
+#: Each step holds two float32 temporaries (8 bytes per element), so a uint8 blend's extra memory
+#: is its output plus about half a batch.
+BLEND_CHUNK_MIN = 1 << 16
+
+
 def lerp_into(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
+    """``out = lerp(a, b, w)`` in the blend dtype, rounded to ``out``'s integer dtype; ``out`` may be ``a``.
+
+    Floating-point batches are written by one ``lerp``. Integer ones (uint8, ...) are blended in
+    float32 a block at a time (blocks of whole samples; of columns, in memory order, when a
+    sample alone is larger than a block), so that the float32 temporaries never exceed about
+    half a batch (the whole batch in float32 would be 8 batches of uint8 at once, 12 with the
+    result), and each block's passes run in cache.
+    """
     compute = blend_dtype(a.dtype)
     if a.dtype == compute:
         torch.lerp(a, b, w.to(compute), out=out)
         return
-    mixed = torch.lerp(a.to(compute), b.to(compute), w.to(compute))
+    if out.numel() == 0:
+        return
+    w = w.to(compute)
+    batch = out.shape[0]
+    chunk = max(out.numel() // 16, BLEND_CHUNK_MIN)
+    per_sample = out.numel() // batch
+    if per_sample <= chunk:  # blocks of whole samples: contiguous in any memory format
+        step = chunk // per_sample
+        for i in range(0, batch, step):
+            _lerp_rounded(a[i : i + step], b[i : i + step], w[i : i + step], out[i : i + step], compute)
+        return
+    rows = _rows_in_memory_order(out, a, b)  # a few large samples: blocks of columns
+    if rows is None:  # an unusual layout: one step
+        _lerp_rounded(a, b, w, out, compute)
+        return
+    out_rows, a_rows, b_rows = rows
+    w_rows = w.reshape(batch, 1)
+    step = max(1, chunk // batch)
+    for start in range(0, out_rows.shape[1], step):
+        cols = slice(start, start + step)
+        _lerp_rounded(a_rows[:, cols], b_rows[:, cols], w_rows, out_rows[:, cols], compute)
+
+
+def _lerp_rounded(a: Tensor, b: Tensor, w: Tensor, out: Tensor, compute: torch.dtype) -> None:
+    mixed = a.to(compute)
+    mixed.lerp_(b.to(compute), w)
     if not a.is_floating_point():
         info = torch.iinfo(a.dtype)
-        mixed = mixed.round_().clamp_(info.min, info.max)
+        mixed.round_().clamp_(info.min, info.max)
     out.copy_(mixed)
+
+
+def _rows_in_memory_order(out: Tensor, *others: Tensor) -> tuple[Tensor, ...] | None:
+    """``out`` and ``others`` as ``(B, M)`` views in ``out``'s memory order, or ``None`` if one is not so laid out."""
+    order = sorted(range(1, out.ndim), key=lambda d: -out.stride(d))
+    views = []
+    for t in (out, *others):
+        p = t.permute(0, *order)
+        if t.shape != out.shape or not p.is_contiguous():
+            return None
+        views.append(p.reshape(t.shape[0], -1))
+    return tuple(views)
 
 
 def lerp_new(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
