@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 
 from torchvision_mix import AttentiveCutMix, attention, masks
 from torchvision_mix._scoring import DefaultExtractor
-from torchvision_mix.testing import check_mix_transform
+from torchvision_mix.testing import MixCheckError, check_mix_transform
 from torchvision_mix.testing import strategies as mst
 
 
@@ -743,3 +743,19 @@ def test_attention_label_rule_is_checked_and_zero_for_unmixed_samples():
     assert 0 < int(drawn.sum()) < 8
     for i in range(8):
         assert (float(soft[i, i]) == 1.0) == (not bool(drawn[i]))
+
+
+def test_the_kit_checks_the_attention_label_rule_through_a_callable_with_indices():
+    b, g = 6, 4
+    heat = torch.rand(b, g, g, generator=torch.Generator().manual_seed(2))
+    images, labels = torch.rand(b, 3, 16, 16), torch.arange(b)
+    mix = AttentiveCutMix(grid_size=g, top_k=5, label_rule="attention", num_classes=b)
+
+    def share(fraction, mixed, *, sample, partner):
+        h = heat[partner].flatten()
+        top = sorted(range(g * g), key=lambda c: (-float(h[c]), c))[:5]
+        return float(sum(h[c] for c in top) / h.sum()) if mixed else 0.0  # equal cells: area factors cancel
+
+    check_mix_transform(mix, images, labels, heat, num_classes=b, label_rule=share, require_pairing="previous")
+    with pytest.raises(MixCheckError, match="but the fraction of its pixels is"):
+        check_mix_transform(mix, images, labels, heat, num_classes=b)  # by area it is wrong

@@ -126,8 +126,11 @@ def check_mix_transform(
             transform's single argument, or the tuple of its arguments), or ``None`` (no labels).
         label_rule: the partner's label weight of a pasted sample: ``"area"`` (the pasted
             fraction), ``"one_hot"``, ``"complete"`` (see :data:`LABEL_RULES`) or a callable
-            ``(fraction: float, mixed: bool) -> weight``. For a sample with no visibly pasted
-            pixel, ``mixed`` may be either. Blends always weigh their labels by the blend weight.
+            ``(fraction: float, mixed: bool) -> weight``, which may also take the keywords
+            ``sample`` and ``partner`` (the output sample's index and its partner's) for a rule
+            that reads more than the area, e.g. the donor's attention. For a sample with no
+            visibly pasted pixel, ``mixed`` may be either. Blends always weigh their labels by the
+            blend weight.
         kinds: what an output sample may be, a subset of :data:`MIX_KINDS`: e.g.
             ``("none", "paste")`` for a mask mix, ``("none", "blend")`` for MixUp.
         require_mixing: fail unless at least one sample was mixed (pasted pixels that differ

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,8 +22,20 @@ __all__ = [
 ]
 
 #: A label rule: the partner's expected label weight from the fraction of pasted pixels and
-#: whether the sample was mixed at all.
-LabelRule = Callable[[float, bool], float]
+#: whether the sample was mixed at all. A callable may also take the keywords ``sample`` and
+#: ``partner`` (the output sample's index and its partner's), for rules that read more than the
+#: area, such as AttentiveCutMix's ``label_rule="attention"`` (the partner's attention).
+LabelRule = Callable[..., float]
+
+
+def _takes_indices(rule: LabelRule) -> bool:
+    try:
+        parameters = inspect.signature(rule).parameters
+    except (TypeError, ValueError):
+        return False
+    return ("sample" in parameters and "partner" in parameters) or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 def _area(fraction: float, mixed: bool) -> float:
@@ -116,7 +129,15 @@ def label_weight(labels: Labels, i: int, j: int) -> tuple[str | None, float, flo
 
 
 def paste_label_problem(
-    w: float, w_tol: float, n_foreign: int, ambiguous: int, pixels: int, rule: LabelRule, mixed: Sequence[bool]
+    w: float,
+    w_tol: float,
+    n_foreign: int,
+    ambiguous: int,
+    pixels: int,
+    rule: LabelRule,
+    mixed: Sequence[bool],
+    sample: int,
+    partner: int,
 ) -> str | None:
     """Why weight ``w`` is not what ``rule`` gives for any feasible count of pasted pixels."""
     if math.isnan(w):
@@ -135,9 +156,10 @@ def paste_label_problem(
         step = ambiguous / (_MAX_RULE_POINTS - 1)
         counts = sorted({n_foreign + round(k * step) for k in range(_MAX_RULE_POINTS)})
     best, best_error, best_fraction = math.nan, math.inf, math.nan
+    indices = {"sample": sample, "partner": partner} if _takes_indices(rule) else {}
     for count in counts:
         for m in mixed:
-            expected_w = float(rule(count / pixels, m))
+            expected_w = float(rule(count / pixels, m, **indices))
             if abs(w - expected_w) <= w_tol:
                 return None
             if abs(w - expected_w) < best_error:

@@ -168,7 +168,7 @@ def attribute(
             problem, w, w_tol = label_weight(labels, i, j)
             if problem is None:
                 mixed = (True,) if n_foreign else (True, False)
-                problem = paste_label_problem(w, w_tol, n_foreign, ambiguous, pixels, rule, mixed)
+                problem = paste_label_problem(w, w_tol, n_foreign, ambiguous, pixels, rule, mixed, i, j)
         if problem is None:
             kind = "paste" if n_foreign or (not math.isnan(w) and abs(w) > w_tol) else "none"
             if kind in kinds:
