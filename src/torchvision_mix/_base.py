@@ -374,6 +374,15 @@ def _applied_on(applied: Tensor | bool, size: int, device: torch.device) -> Tens
     return torch.ones(size, dtype=torch.bool, device=device)
 
 
+def _check_cpu_or(device: torch.device, hook: str, what: str, value: Tensor) -> None:
+    """What a hook returned lies on the CPU (drawn there) or on the batch's ``device``."""
+    if value.device.type != "cpu" and value.device != device:
+        raise ValueError(
+            f"{hook} must return {what} on the CPU or on the batch's device {device}, "
+            f"but returned them on {value.device}."
+        )
+
+
 class MaskMix(_MixBase):
     """The public base of the mask family: subclass it and implement :meth:`make_masks` (or :meth:`make_boxes`).
 
@@ -524,11 +533,7 @@ class MaskMix(_MixBase):
                 f"{name}.make_boxes() must return boxes of shape ({size}, 4) or (1, 4), "
                 f"but returned shape {tuple(boxes.shape)}."
             )
-        if boxes.device.type != "cpu" and boxes.device != batch.device:
-            raise ValueError(
-                f"{name}.make_boxes() must return boxes on the CPU or on the batch's device {batch.device}, "
-                f"but returned them on {boxes.device}."
-            )
+        _check_cpu_or(batch.device, f"{name}.make_boxes()", "boxes", boxes)
         return boxes
 
 
@@ -585,11 +590,7 @@ class BlendMix(_MixBase):
                 f"{name}.make_weights() must return a float tensor of shape ({size},) or (1,), "
                 f"but returned {_checks._describe(weights, dtype=True)}."
             )
-        if weights.device.type != "cpu" and weights.device != batch.device:
-            raise ValueError(
-                f"{name}.make_weights() must return weights on the CPU or on the batch's device {batch.device}, "
-                f"but returned them on {weights.device}."
-            )
+        _check_cpu_or(batch.device, f"{name}.make_weights()", "weights", weights)
         _checks._check_unit_range(f"{name}.make_weights()", weights)
         if weights.shape[0] != size:
             weights = weights.expand(size)
