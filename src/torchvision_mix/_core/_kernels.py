@@ -164,7 +164,8 @@ def _lerp_rounded(a: Tensor, b: Tensor, w: Tensor, out: Tensor, compute: torch.d
 
 def _rows_in_memory_order(out: Tensor, *others: Tensor) -> tuple[Tensor, ...] | None:
     """``out`` and ``others`` as ``(B, M)`` views in ``out``'s memory order, or ``None`` if one is not so laid out."""
-    order = sorted(range(1, out.ndim), key=lambda d: -out.stride(d))
+    strides = out.stride()
+    order = sorted(range(1, out.ndim), key=lambda d: -strides[d])
     views = []
     for t in (out, *others):
         p = t.permute(0, *order)
