@@ -95,7 +95,7 @@ def test_a_blend_drawn_by_random_choice_on_masks_names_random_mix_which_refuses_
             choice({"image": images, "mask": seg, "label": torch.arange(4)})
             outcomes.append("ok")
         except UnsupportedInputError as error:
-            assert "RandomMix([...]) refuses a blending mix" in str(error)
+            assert "switched by RandomMix([...]), which refuses a blend" in str(error)
             outcomes.append("refused")
     assert set(outcomes) == {"ok", "refused"}  # only some batches fail with v2.RandomChoice
     switch = RandomMix([CutMix(), MixUp()], p=[0.999, 0.001], num_classes=4)

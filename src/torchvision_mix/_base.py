@@ -180,10 +180,9 @@ class _MixBase(Transform):
         elif isinstance(leaf, tv_tensors.Mask):
             if self.blends:
                 raise UnsupportedInputError(
-                    f"{me}() can blend pixels, but a segmentation Mask holds class ids, which cannot be blended: "
-                    "mix masks with mask mixes only (CutMix, FMix, ...). A v2.RandomChoice([CutMix(...), "
-                    "MixUp(...)]) fails so only on the batches where MixUp is drawn; RandomMix([...]) refuses a "
-                    "blending mix for masks on its first batch."
+                    f"{me}() blends pixels, but a segmentation Mask holds class ids, which cannot be blended: "
+                    "mix masks with mask mixes (CutMix, FMix, ...), switched by RandomMix([...]), which refuses "
+                    "a blend for masks on the first batch rather than on the batches that draw it."
                 )
             expected, layout = (3, 4), "(B, H, W) or (B, 1, H, W)"
         else:
