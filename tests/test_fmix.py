@@ -9,6 +9,7 @@ from helpers import foreign_masks, seeded
 from torchvision import tv_tensors
 
 from torchvision_mix import FMix, masks
+from torchvision_mix._core import _kernels
 from torchvision_mix.testing import strategies as mst
 
 
@@ -205,24 +206,55 @@ def reference_top_count(scores, counts):
     )
 
 
-@pytest.mark.parametrize("size", [(5, 7), (70, 90)])  # the sort path and the CPU bracket path
-@pytest.mark.parametrize("kind", ["normal", "ties", "specials", "float64", "float16", "int"])
+def special_scores(kind, batch, h, w, g):
+    """Scores that stress the selection: ties, NaN and infinities, constant maps, skewed ranges."""
+    x = torch.randn(batch, h, w, generator=g)
+    if kind == "ties":
+        return torch.randint(0, 4, (batch, h, w), generator=g).float()
+    if kind == "specials":
+        x[x > 1.0] = math.nan
+        x[x < -1.3] = -math.inf
+        x[:, 0, :3] = torch.tensor([-0.0, 0.0, -0.0])
+        x[:, 1, 0] = math.inf
+        return x
+    if kind == "zeros":  # +0.0 and -0.0 tie: the lower index first, whatever the sign
+        return torch.where(x > 0, 0.0, -0.0)
+    if kind == "constant":  # a constant map, a map of one NaN among equals, a map all NaN
+        x[0], x[1], x[2] = 2.5, 1.0, math.nan
+        x[1, 3, 3] = math.nan
+        return x
+    if kind == "infinities":  # only ±inf and a few finite scores: no finite range to bin
+        x = torch.where(x > 0, math.inf, -math.inf)
+        x[:, :2] = 0.5
+        return x
+    if kind == "skewed":  # one far outlier per map: every other score lands in one bin
+        x[:, 3, 5] = 1e6
+        x[:, 4, 1] = -1e5
+        return x
+    if kind == "heavy_tail":  # most of the range held by a few scores
+        return x.exp().pow(6)
+    if kind == "huge":  # the range overflows float32
+        return x * 1e38
+    if kind == "tiny":  # subnormal scores
+        return x * 1e-42
+    raise AssertionError(kind)
+
+
+SPECIAL_KINDS = ["ties", "specials", "zeros", "constant", "infinities", "skewed", "heavy_tail", "huge", "tiny"]
+
+
+@pytest.mark.parametrize("size", [(5, 7), (70, 90), (80, 13), (33, 33)])  # sort; CPU bracket: grid, strided, odd
+@pytest.mark.parametrize("kind", ["normal", "float64", "float16", "bfloat16", "int", *SPECIAL_KINDS])
 def test_top_count_masks_is_python_sorting(size, kind):
     g = torch.Generator().manual_seed(7)
     h, w = size
     batch = 6
-    if kind == "ties":
-        scores = torch.randint(0, 4, (batch, h, w), generator=g).float()
-    elif kind == "specials":
-        scores = torch.randn(batch, h, w, generator=g)
-        scores[scores > 1.0] = math.nan
-        scores[scores < -1.3] = -math.inf
-        scores[:, 0, :3] = torch.tensor([-0.0, 0.0, -0.0])
-        scores[:, 1, 0] = math.inf
-    elif kind == "int":
+    if kind == "int":
         scores = torch.randint(-3, 3, (batch, h, w), generator=g)
+    elif kind in SPECIAL_KINDS:
+        scores = special_scores(kind, batch, h, w, g)
     else:
-        dtype = {"normal": torch.float32, "float64": torch.float64, "float16": torch.float16}[kind]
+        dtype = {"normal": torch.float32, "float64": torch.float64, "float16": torch.float16}.get(kind, torch.bfloat16)
         scores = torch.randn(batch, h, w, generator=g).to(dtype)
     n = h * w
     counts = torch.tensor([0, n, 1, n - 1, n // 2, int(torch.randint(n, (1,), generator=g))])
@@ -231,14 +263,85 @@ def test_top_count_masks_is_python_sorting(size, kind):
     assert got.flatten(1).sum(1).tolist() == counts.tolist()
 
 
-def test_top_count_bracket_falls_back_when_the_sample_misleads():
-    """The bracketing sample (every 4th column of every 4th row) is low, the rest high: the bracket
-    misses, the map is ordered whole."""
-    scores = torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(0)) + 10
-    scores[:, ::4, ::4] -= 20
-    counts = torch.tensor([100, 4000, 5000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("kind", ["noise", "ties", "specials", "skewed"])
+def test_top_count_bracket_equals_the_stable_sort_at_every_count(dtype, kind):
+    """One map (FMix noise, heavy ties, NaN and infinities, an outlier) at every count 0 ... n."""
+    g = torch.Generator().manual_seed(11)
+    h, w = 36, 40
+    if kind == "noise":
+        one = masks.fourier_noise(masks.sample_fourier_spectra(1, h, w, generator=g), h, w)
+    else:
+        one = special_scores(kind, 1, h, w, g)
+    n = h * w
+    scores = one.to(dtype).expand(n + 1, h, w)
+    counts = torch.arange(n + 1)
+    order = torch.sort(scores.reshape(n + 1, n).double().neg(), dim=1, stable=True).indices
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(n).expand(n + 1, n))
+    got = masks.top_count_masks(scores, counts)
+    assert torch.equal(got.reshape(n + 1, n), ranks < counts[:, None])
+
+
+def bracket_misses(scores, counts):
+    """For each map, whether the first bracket and the wider retry miss its threshold."""
+    flat = scores.reshape(scores.shape[0], -1)
+    upper, lower = _kernels._brackets(flat, counts, scores.shape[-1])
+    return [
+        ((flat > upper[:, k, None]).sum(1) > counts) | ((flat >= lower[:, k, None]).sum(1) < counts) for k in (0, 1)
+    ]
+
+
+def test_top_count_bracket_retries_a_wider_bracket():
+    """The sample (every 4th column of every 4th row) is a little high: the first bracket misses,
+    the wider retry holds the threshold."""
+    scores = torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(0))
+    scores[:, ::4, ::4] += 0.08
+    counts = torch.tensor([1000, 2560, 4000])
+    first, wide = bracket_misses(scores, counts)
+    assert first.all() and not wide.any()
     got = masks.top_count_masks(scores, counts)
     assert torch.equal(got, reference_top_count(scores, counts))
+
+
+def test_top_count_bracket_falls_back_when_the_sample_misleads():
+    """The bracketing sample is low, the rest high: both brackets miss, the map is ordered whole."""
+    scores = torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(0)) + 10
+    scores[:, ::4, ::4] -= 20
+    scores[2, 5, 6] = math.nan  # a map ordered whole may hold NaN: it still ranks last
+    counts = torch.tensor([2000, 4000, 5000])
+    first, wide = bracket_misses(scores, counts)
+    assert first.all() and wide.all()
+    got = masks.top_count_masks(scores, counts)
+    assert torch.equal(got, reference_top_count(scores, counts))
+
+
+def test_top_count_bracket_mixes_paths_in_one_batch():
+    """Maps that hit, retry and go whole, a constant one and one with NaN, in one call."""
+    g = torch.Generator().manual_seed(2)
+    scores = torch.rand(6, 64, 80, generator=g)
+    scores[1, ::4, ::4] += 0.08  # retried
+    scores[2] += 10
+    scores[2, ::4, ::4] -= 20  # ordered whole
+    scores[3] = 0.25  # constant
+    scores[4, 10:20] = math.nan  # NaN, more than a count leaves
+    scores[5, 0, 0] = math.inf
+    counts = torch.tensor([1234, 2560, 5000, 77, 5100, 3000])
+    first, wide = bracket_misses(scores, counts)
+    assert first.tolist() == [False, True, True, False, True, False]
+    assert wide.tolist() == [False, False, True, False, True, False]
+    got = masks.top_count_masks(scores, counts)
+    assert torch.equal(got, reference_top_count(scores, counts))
+
+
+def test_top_count_bracket_is_deterministic_and_leaves_the_scores():
+    g = torch.Generator().manual_seed(4)
+    scores = masks.fourier_noise(masks.sample_fourier_spectra(5, 96, 64, generator=g), 96, 64)
+    before = scores.clone()
+    counts = masks.sample_counts(5, 96 * 64, per_sample=True, generator=g)
+    first = masks.top_count_masks(scores, counts)
+    assert torch.equal(scores, before)
+    assert all(torch.equal(first, masks.top_count_masks(scores, counts)) for _ in range(3))
+    assert torch.equal(first, reference_top_count(scores, counts))
 
 
 def test_top_count_masks_on_meta_and_bad_arguments():

@@ -233,55 +233,117 @@ def mix_labels_unchecked(
     return torch.lerp(y, y_partner, w)
 
 
-BRACKET_STEP = 16  # the CPU selection sorts one score in 16 of a map to bracket its threshold
-BRACKET_MIN = 4096  # below this many scores per map a full sort is as fast
-BRACKET_Z = 3.0  # half-width of the bracket, in binomial standard deviations of the sample
+BRACKET_STEP = 16  # the CPU selection bins one score in 16 of a map to bracket its threshold
+BRACKET_MIN = 1024  # below this many scores per map a full sort is as fast (measured: ~500)
+BRACKET_Z = (1.0, 4.0)  # half-widths of the bracket, in binomial standard deviations of the sample:
+# the first try, and the retry of the maps it misses (a grid sample of smooth noise errs far less)
 
 
 def top_count_bracket(flat: Tensor, counts: Tensor, width: int) -> Tensor:
-    """:func:`top_count_masks` on the CPU for a float ``(B, N)``: bracket, count, order the few inside."""
+    """:func:`top_count_masks` on the CPU for a float ``(B, N)``: bracket, count, order the few inside.
+
+    A histogram of one score in 16 brackets each map's threshold; two comparisons count the
+    scores above the bracket (all taken) and inside it, and only those inside are ordered exactly
+    (descending, ties by the lower index, ``NaN`` last). A map whose bracket misses the threshold
+    is retried with a wider one, then ordered whole, so the result never depends on the sample.
+    """
     batch, n = flat.shape
-    # One score in 16: every 4th column of every 4th row (a grid that reads a quarter of the rows),
-    # or every 16th score of a map too narrow for it.
-    grid = flat.view(batch, n // width, width)[:, ::4, ::4] if width >= 16 else flat[:, ::BRACKET_STEP]
-    sample = grid.reshape(batch, -1).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
-    sample = sample.sort(dim=1, descending=True).values  # (B, m)
-    m = sample.shape[1]
-    fraction = counts.double() / n
-    # The count-th highest score sits near sample position count * m / n; bracket it by z
-    # binomial standard deviations (+2) on each side, read from the sorted sample.
-    centre = (fraction * m).round_().long() - 1
-    margin = (BRACKET_Z * (m * fraction * (1 - fraction)).sqrt_()).ceil_().long() + 2
-    upper_at, lower_at = centre - margin, centre + margin
-    inf = torch.tensor(math.inf, dtype=flat.dtype)
-    upper = torch.where(upper_at >= 0, sample.gather(1, upper_at.clamp(0, m - 1)[:, None])[:, 0], inf)
-    lower = torch.where(lower_at < m, sample.gather(1, lower_at.clamp(0, m - 1)[:, None])[:, 0], -inf)
-    lower = torch.where(counts == 0, inf, lower)
-    above = flat > upper[:, None]  # all taken
-    inside = flat >= lower[:, None]  # the threshold lies among these
+    upper, lower = _brackets(flat, counts, width)  # (B, 2) each: the first try and the retry
+    above = flat > upper[:, :1]  # all taken
+    inside = flat >= lower[:, :1]  # the threshold lies among these
     n_above = count_true(above.view(torch.uint8))
     n_inside = count_true(inside.view(torch.uint8))
     missed = (n_above > counts) | (n_inside < counts)  # NaN is in neither
-    if bool(missed.any()):  # rare (or NaN is needed): order these maps whole
+    whole = False  # whether a map is ordered whole: only then can a candidate be NaN
+    if bool(missed.any()):  # these maps again, with the wider bracket, and whole if it misses too
         rows = missed.nonzero()[:, 0]
-        above.index_fill_(0, rows, False)
-        inside.index_fill_(0, rows, True)
-        n_above = n_above.masked_fill(missed, 0)
-    index = inside.logical_xor_(above).view(-1).nonzero()[:, 0]  # candidates, ascending
+        part, wanted = flat.index_select(0, rows), counts.index_select(0, rows)
+        part_above, part_inside = part > upper[rows, 1:], part >= lower[rows, 1:]
+        part_n_above = count_true(part_above.view(torch.uint8))
+        missed = (part_n_above > wanted) | (count_true(part_inside.view(torch.uint8)) < wanted)
+        whole = bool(missed.any())
+        part_above.masked_fill_(missed[:, None], False)
+        part_inside.masked_fill_(missed[:, None], True)
+        above.index_copy_(0, rows, part_above)
+        inside.index_copy_(0, rows, part_inside)
+        n_above.index_copy_(0, rows, part_n_above.masked_fill_(missed, 0))
+    index = _candidates(inside, above)  # inside and not above, ascending flat indices
     rows = index // n
     values = flat.view(-1).index_select(0, index)
+    if values.dtype in (torch.float16, torch.bfloat16):
+        values = values.float()  # exact, and the same order
     if values.dtype == torch.float32:
-        # One sort of int64 keys (row, value descending, NaN last); ties keep the ascending index (stable).
-        bits = (values + 0.0).view(torch.int32).long()  # + 0.0: -0.0 ties with +0.0
-        ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # int order = float order
-        descending = (2**31 - 1 - ordered).masked_fill_(values.isnan(), 2**32)
-        order = torch.sort(rows * 2**33 + descending, stable=True).indices
+        # One sort of int64 keys (map, value descending, NaN last); ties keep the ascending index (stable).
+        bits = (values + 0.0).view(torch.int32)  # + 0.0: -0.0 ties with +0.0
+        ordered = bits.bitwise_right_shift(31).bitwise_and_(0x7FFFFFFF).bitwise_xor_(bits)  # int order = float order
+        keys = ordered.bitwise_not_().long()  # descending, in [-2**31, 2**31)
+        if whole:
+            keys.masked_fill_(values.isnan(), 2**31)
+        order = torch.sort(keys.add_(rows * 2**33), stable=True).indices
     else:
         order = torch.sort(values.neg(), stable=True).indices  # the highest first, NaN last
         order = order.index_select(0, torch.sort(rows.index_select(0, order), stable=True).indices)
-    index, rows = index.index_select(0, order), rows.index_select(0, order)
+    # Sorted or not, each map's candidates sit at the same positions (index is ascending, so
+    # grouped by map): position p of the order belongs to map rows[p]; take its first `needed`.
     per_row = torch.bincount(rows, minlength=batch)
-    first = per_row.cumsum(0) - per_row
-    rank = torch.arange(index.numel()) - first.index_select(0, rows)
-    take = rank < (counts - n_above).index_select(0, rows)
-    return above.view(-1).index_fill_(0, index[take], True).view(batch, n)
+    end = per_row.cumsum(0) - per_row + (counts - n_above)
+    take = torch.arange(index.numel()) < end.index_select(0, rows)
+    # Candidates are not above: writing take at each of them sets exactly the ones taken.
+    return above.view(-1).index_put_((index.index_select(0, order),), take).view(batch, n)
+
+
+def _brackets(flat: Tensor, counts: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Per map, ``upper`` and ``lower`` scores ``(B, len(BRACKET_Z))`` likely around the count-th highest.
+
+    From a histogram of a sample, one score in 16: every 4th column of every 4th row (a grid that
+    reads a quarter of the rows), or every 16th score of a map too narrow for it. Any values are
+    correct (the caller counts and retries); these only make the bracket narrow and rarely missed.
+    """
+    batch, n = flat.shape
+    grid = flat.view(batch, n // width, width)[:, ::4, ::4] if width >= 16 else flat[:, ::BRACKET_STEP]
+    sample = grid.reshape(batch, -1).double()  # (B, m), binned in float64 whatever the dtype
+    m = sample.shape[1]
+    bins = max(16, m // 2)  # about 2 sample scores a bin
+    lo, hi = sample.amin(dim=1), sample.amax(dim=1)
+    span = hi - lo
+    bad = ~span.isfinite()  # NaN or an infinity in the sample: no bracket, every score a candidate
+    if bool(bad.any()):
+        sample = sample.index_fill(0, bad.nonzero()[:, 0], 0)
+        lo, span = lo.masked_fill(bad, 0), span.masked_fill(bad, 0)
+    step = span / (bins - 4)
+    scale = (1 / step).clamp_max_(2.0**100)  # a constant map: every score in bin 0
+    position = (sample - lo[:, None]).mul_(scale[:, None]).clamp_(0, bins - 1)
+    position.add_((torch.arange(batch, dtype=torch.float64) * bins)[:, None])  # one bincount for all maps
+    hist = torch.bincount(position.to(torch.int32).view(-1), minlength=batch * bins).view(batch, bins)
+    below = hist.cumsum_(1)  # [i, j]: sample scores of map i in bins <= j
+    # The count-th highest score sits near sample position count * m / n (descending); bracket it by
+    # z binomial standard deviations (+2) on each side, widened to the edges of their bins.
+    fraction = counts.double()[:, None] / n
+    centre = (fraction * m).round_().long() - 1
+    z = torch.tensor(BRACKET_Z, dtype=torch.float64)
+    margin = (z * (m * fraction * (1 - fraction)).sqrt_()).ceil_().long() + 2  # (B, tries)
+    upper_at, lower_at = centre - margin, centre + margin
+    ranks = torch.cat([m - upper_at, m - lower_at], dim=1)  # ascending sample ranks + 1
+    upper_bin, lower_bin = torch.searchsorted(below, ranks).chunk(2, dim=1)
+    inf = torch.tensor(math.inf, dtype=flat.dtype)
+    fine = ~bad[:, None]
+    upper = torch.where((upper_at >= 0) & fine, (lo[:, None] + (upper_bin + 1) * step[:, None]).to(flat.dtype), inf)
+    lower = torch.where((lower_at < m) & fine, (lo[:, None] + lower_bin * step[:, None]).to(flat.dtype), -inf)
+    upper = torch.where((counts == n)[:, None], -inf, upper)  # all taken (but -inf and NaN)
+    lower = torch.where((counts == 0)[:, None], inf, lower)  # none taken
+    return upper, lower
+
+
+def _candidates(inside: Tensor, above: Tensor) -> Tensor:
+    """Flat indices, ascending, where ``inside`` and not ``above`` (``inside`` is overwritten).
+
+    Few scores are candidates, and they cluster: the xor is taken in int64 words, only the words
+    that are not zero are opened, which is faster than ``nonzero`` over every byte.
+    """
+    total = inside.numel()
+    if total % 8 != 0:
+        return inside.logical_xor_(above).view(-1).nonzero()[:, 0]
+    words = inside.view(-1).view(torch.int64).bitwise_xor_(above.view(-1).view(torch.int64))
+    hit = (words != 0).nonzero()[:, 0]
+    set_bytes = words.index_select(0, hit).view(torch.bool)  # each byte 0 or 1
+    return (hit[:, None] * 8 + torch.arange(8)).view(-1)[set_bytes]

@@ -444,9 +444,10 @@ def top_count_masks(scores: Tensor, counts: int | Tensor) -> Tensor:
     (row-major) index wins; ``NaN`` ranks last. Exactly ``counts[i]`` pixels are ``True`` in map
     ``i``. The result is that of a stable descending sort of each map, which is how it is computed
     off the CPU (no host synchronisation). On the CPU, where reading values costs nothing, a
-    faster exact selection runs for large floating-point maps: one score in 16 of a map is sorted
-    to bracket the threshold, two comparisons count the scores above and inside the bracket, and
-    only the few inside are ordered (a map whose bracket misses is ordered whole).
+    faster exact selection runs for floating-point maps of 1024 pixels or more: a histogram of
+    one score in 16 of a map brackets the threshold, two comparisons count the scores above and
+    inside the bracket, and only the few inside are ordered (a map whose bracket misses is
+    retried with a wider one, then ordered whole).
 
     Args:
         scores: real tensor ``(B, H, W)`` (FMix's noise: :func:`fourier_noise`).
