@@ -301,20 +301,22 @@ def _brackets(flat: Tensor, counts: Tensor, width: int) -> tuple[Tensor, Tensor]
     """
     batch, n = flat.shape
     grid = flat.view(batch, n // width, width)[:, ::4, ::4] if width >= 16 else flat[:, ::BRACKET_STEP]
-    sample = grid.reshape(batch, -1).double()  # (B, m), binned in float64 whatever the dtype
+    binning = torch.float64 if flat.dtype == torch.float64 else torch.float32  # half is exact in float32
+    sample = grid.reshape(batch, -1).to(binning)  # (B, m)
     m = sample.shape[1]
     bins = max(16, m // 2)  # about 2 sample scores a bin
     lo, hi = sample.amin(dim=1), sample.amax(dim=1)
     span = hi - lo
-    bad = ~span.isfinite()  # NaN or an infinity in the sample: no bracket, every score a candidate
+    bad = ~span.isfinite()  # NaN or an infinity in the sample, or an overflowing range: no bracket
     if bool(bad.any()):
         sample = sample.index_fill(0, bad.nonzero()[:, 0], 0)
         lo, span = lo.masked_fill(bad, 0), span.masked_fill(bad, 0)
-    step = span / (bins - 4)
-    scale = (1 / step).clamp_max_(2.0**100)  # a constant map: every score in bin 0
-    position = (sample - lo[:, None]).mul_(scale[:, None]).clamp_(0, bins - 1)
-    position.add_((torch.arange(batch, dtype=torch.float64) * bins)[:, None])  # one bincount for all maps
-    hist = torch.bincount(position.to(torch.int32).view(-1), minlength=batch * bins).view(batch, bins)
+    lo, step = lo.double(), span.double() / (bins - 4)
+    scale = (1 / step).clamp_max_(2.0**100).to(binning)  # a constant map: every score in bin 0
+    position = (sample - lo.to(binning)[:, None]).mul_(scale[:, None]).clamp_(0, bins - 1)
+    offsets = torch.arange(0, batch * bins, bins, dtype=torch.int32)[:, None]  # one bincount for all maps
+    binned = position.to(torch.int32).add_(offsets)
+    hist = torch.bincount(binned.view(-1), minlength=batch * bins).view(batch, bins)
     below = hist.cumsum_(1)  # [i, j]: sample scores of map i in bins <= j
     # The count-th highest score sits near sample position count * m / n (descending); bracket it by
     # z binomial standard deviations (+2) on each side, widened to the edges of their bins.
