@@ -276,10 +276,10 @@ def top_count_bracket(flat: Tensor, counts: Tensor, width: int) -> Tensor:
         # One sort of int64 keys (map, value descending, NaN last); ties keep the ascending index (stable).
         bits = (values + 0.0).view(torch.int32)  # + 0.0: -0.0 ties with +0.0
         ordered = bits.bitwise_right_shift(31).bitwise_and_(0x7FFFFFFF).bitwise_xor_(bits)  # int order = float order
-        keys = ordered.bitwise_not_().long()  # descending, in [-2**31, 2**31)
+        keys = (rows * 2**33).sub_(ordered)  # in int64: the map, then descending scores in [-2**31, 2**31]
         if whole:
-            keys.masked_fill_(values.isnan(), 2**31)
-        order = torch.sort(keys.add_(rows * 2**33), stable=True).indices
+            keys = torch.where(values.isnan(), rows * 2**33 + 2**32, keys)  # NaN last
+        order = torch.sort(keys, stable=True).indices
     else:
         order = torch.sort(values.neg(), stable=True).indices  # the highest first, NaN last
         order = order.index_select(0, torch.sort(rows.index_select(0, order), stable=True).indices)
@@ -313,7 +313,8 @@ def _brackets(flat: Tensor, counts: Tensor, width: int) -> tuple[Tensor, Tensor]
         lo, span = lo.masked_fill(bad, 0), span.masked_fill(bad, 0)
     lo, step = lo.double(), span.double() / (bins - 4)
     scale = (1 / step).clamp_max_(2.0**100).to(binning)  # a constant map: every score in bin 0
-    position = (sample - lo.to(binning)[:, None]).mul_(scale[:, None]).clamp_(0, bins - 1)
+    # In [0, bins - 4 + a few ulps]: x - lo <= span (rounding is monotonic), scale <= (bins - 4) / span.
+    position = (sample - lo.to(binning)[:, None]).mul_(scale[:, None])
     offsets = torch.arange(0, batch * bins, bins, dtype=torch.int32)[:, None]  # one bincount for all maps
     binned = position.to(torch.int32).add_(offsets)
     hist = torch.bincount(binned.view(-1), minlength=batch * bins).view(batch, bins)
