@@ -111,9 +111,10 @@ def blend_into(out: Tensor, base: Tensor, images: Tensor, weights: Tensor, partn
     lerp_into(base[:1], images[-1:], w[:1], out[:1])
 
 
-#: Elements of an integer blend computed per step, at most: a sixteenth of the batch (at least 64 Ki).
+#: Elements of an integer blend computed per step, at most: a 32nd of the batch (at least 64 Ki).
 #: Each step holds two float32 temporaries (8 bytes per element), so a uint8 blend's extra memory
-#: is its output plus about half a batch.
+#: is its output plus about a quarter of a batch.
+BLEND_CHUNKS = 32
 BLEND_CHUNK_MIN = 1 << 16
 
 
@@ -122,8 +123,8 @@ def lerp_into(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
 
     Floating-point batches are written by one ``lerp``. Integer ones (uint8, ...) are blended in
     float32 a block at a time (blocks of whole samples; of columns, in memory order, when a
-    sample alone is larger than a block), so that the float32 temporaries never exceed about
-    half a batch (the whole batch in float32 would be 8 batches of uint8 at once, 12 with the
+    sample alone is larger than a block), so that the float32 temporaries never exceed about a
+    quarter of a batch (the whole batch in float32 would be 8 batches of uint8 at once, 12 with the
     result), and each block's passes run in cache.
     """
     compute = blend_dtype(a.dtype)
@@ -134,7 +135,7 @@ def lerp_into(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
         return
     w = w.to(compute)
     batch = out.shape[0]
-    chunk = max(out.numel() // 16, BLEND_CHUNK_MIN)
+    chunk = max(out.numel() // BLEND_CHUNKS, BLEND_CHUNK_MIN)
     per_sample = out.numel() // batch
     if per_sample <= chunk:  # blocks of whole samples: contiguous in any memory format
         step = chunk // per_sample
