@@ -569,9 +569,12 @@ def ops_analysis(ops: dict[str, Any]) -> list[str]:
         for name, n_small in counts[small].items():
             n_large = counts[large].get(name)
             if n_small and n_large and n_large > OPS_GROWTH * n_small:
+                # In proportion to the batch: a loop over the samples; less: a loop over blocks of them.
+                per_sample = n_large / n_small >= large / small / 2
+                what = "a Python loop over the samples" if per_sample else "a loop over blocks of samples, not each"
                 lines.append(
                     f"{name} ({dtype}): {n_small} operators per call at batch {small}, {n_large} at batch {large}: "
-                    "a Python loop over the samples."
+                    f"{what}."
                 )
     return lines
 
