@@ -191,6 +191,9 @@ def top_k_cells(heatmaps: Tensor, k: int | Tensor) -> Tensor:
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the grey of OpenCV's cvtColor (RGB order)
 
 
+_RESIZE_BLOCK = 1 << 20  # pixels converted to float32 and resized per step (4 MiB)
+
+
 def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float = 8.0) -> Tensor:
     """Spectral-residual saliency maps (Hou & Zhang, CVPR 2007) of a batch, vectorised on its device.
 
@@ -233,13 +236,22 @@ def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float 
     channels, height, full_width = images.shape[1:]
     if height * full_width == 0:
         raise ValueError(f"images must hold at least one pixel, but got shape {tuple(images.shape)}.")
-    x = images if images.dtype in (torch.float32, torch.float64) else images.float()
+    wide = images.dtype in (torch.float32, torch.float64)
     w = min(width, full_width)
     h = max(1, round(height * w / full_width))
     if images.shape[0] == 0:  # an FFT of nothing: some backends refuse it
-        return torch.empty(0, h, w, dtype=x.dtype, device=x.device)
-    if (h, w) != (height, full_width):
-        x = F.interpolate(x, size=(h, w), mode="area")
+        return torch.empty(0, h, w, dtype=images.dtype if wide else torch.float32, device=images.device)
+    if wide or (h, w) == (height, full_width):
+        x = images if wide else images.float()
+        if (h, w) != (height, full_width):
+            x = F.interpolate(x, size=(h, w), mode="area")
+    else:
+        # uint8 and half images: converted to float32 and resized a few samples at a time, in
+        # cache (the whole batch in float32 would be 4 times a uint8 batch, written and read back).
+        step = max(1, _RESIZE_BLOCK // (channels * height * full_width))
+        x = torch.cat(
+            [F.interpolate(images[i : i + step].float(), size=(h, w), mode="area") for i in range(0, len(images), step)]
+        )
     if channels == 3:
         grey = torch.matmul(_matrix("luma", 3, 0.0, x), x.reshape(x.shape[0], 3, h * w)).view(-1, h, w)
     else:
