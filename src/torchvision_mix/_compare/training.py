@@ -430,7 +430,9 @@ def run_compare(data: Data, settings: Settings) -> Report:
             model = extractor_from(settings, data, d.weights) if d.weights is not None else None
             report.extractors[d.job.epochs] = Extractor(d.job.epochs, d.accuracy, d.seconds, model)
         else:
-            report.runs.append(Run(d.job.arm, d.job.epochs, d.job.seed, d.accuracy, d.loss, d.init, d.order, d.seconds))
+            # Seconds kept at the CSV's precision, so that tables made now and from the CSV agree.
+            seconds = round(d.seconds, 2)
+            report.runs.append(Run(d.job.arm, d.job.epochs, d.job.seed, d.accuracy, d.loss, d.init, d.order, seconds))
     report.seconds = time.perf_counter() - start
     report.cpu_seconds = time.process_time() - cpu_start + _children_cpu() - children_start
     return report
