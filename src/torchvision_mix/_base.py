@@ -303,16 +303,19 @@ class _MixBase(Transform):
             zeros = torch.zeros(size, dtype=lam_dtype, device=batch.device)
             none = torch.zeros(size, dtype=torch.bool, device=batch.device)
             return {"masks": None, "box": None, "blend": None, "lam": zeros, "label_weights": zeros, "applied": none}
-        params, extras = self._build(batch, applied, side_inputs)
         mixed = _applied_on(applied, size, batch.device)
+        params, extras = self._build(batch, mixed if isinstance(applied, Tensor) else None, side_inputs)
         params["applied"] = mixed
         weights = self.label_weights(params["lam"], mixed, **extras)
         weights = self._checked_label_weights(weights, size, params["lam"])
         params["label_weights"] = weights * mixed if isinstance(applied, Tensor) else weights
         return params
 
-    def _build(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> tuple[dict[str, Any], dict]:
-        """The weights of one call (see :meth:`make_params`) and the extras for :meth:`label_weights`."""
+    def _build(self, batch: Tensor, mixed: Tensor | None, side_inputs: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+        """The weights of one call (see :meth:`make_params`) and the extras for :meth:`label_weights`.
+
+        ``mixed``: the ``(B,)`` bool samples to mix, on the batch's device, or ``None`` for all.
+        """
         raise NotImplementedError(f"{type(self).__name__} must derive from MaskMix or BlendMix.")
 
     def _checked_label_weights(self, weights: Any, size: int, lam: Tensor) -> Tensor:
@@ -465,14 +468,14 @@ class MaskMix(_MixBase):
         """
         return None
 
-    def _build(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+    def _build(self, batch: Tensor, mixed: Tensor | None, side_inputs: dict[str, Any]) -> tuple[dict[str, Any], dict]:
         size, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
         extras: dict[str, Any] = {}
         box = None
         boxes = self.make_boxes(batch, **side_inputs)
         if boxes is not None:
             boxes = self._checked_boxes(boxes, batch)
-            if boxes.shape[0] == 1 and applied is True and boxes.device.type == "cpu":
+            if boxes.shape[0] == 1 and mixed is None and boxes.device.type == "cpu":
                 # Read from a CPU tensor: no device synchronisation. Under torch.compile the mask
                 # is pasted instead: box coordinates as Python ints would recompile for new boxes.
                 box = None if torch.compiler.is_compiling() else tuple(boxes[0].tolist())
@@ -484,7 +487,6 @@ class MaskMix(_MixBase):
                 made = made["masks"]
             masks = self._checked_masks(made, batch)
         lam_dtype = _lam_dtype(batch.device)
-        mixed = applied.to(batch.device, non_blocking=True) if isinstance(applied, Tensor) else None
         if masks.shape[0] == 1 and size != 1:
             # One mask for the batch: measured once, expanded.
             lam = mask_fractions(masks, dtype=lam_dtype).expand(size)
@@ -575,7 +577,7 @@ class BlendMix(_MixBase):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement make_weights(self, batch).")
 
-    def _build(self, batch: Tensor, applied: Tensor | bool, side_inputs: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+    def _build(self, batch: Tensor, mixed: Tensor | None, side_inputs: dict[str, Any]) -> tuple[dict[str, Any], dict]:
         size = batch.shape[0]
         name = type(self).__name__
         weights = self.make_weights(batch, **side_inputs)
@@ -593,7 +595,7 @@ class BlendMix(_MixBase):
         _checks._check_unit_range(f"{name}.make_weights()", weights)
         if weights.shape[0] != size:
             weights = weights.expand(size)
-        if isinstance(applied, Tensor):
-            weights = weights * applied.to(weights.device, non_blocking=True)
         w = weights.to(device=batch.device, dtype=blend_dtype(batch.dtype), non_blocking=True)
+        if mixed is not None:
+            w = w * mixed  # 0 or the weight itself, exactly
         return {"masks": None, "box": None, "blend": w, "lam": w.to(_lam_dtype(batch.device))}, {}

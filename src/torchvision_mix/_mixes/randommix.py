@@ -185,7 +185,7 @@ class RandomMix(_MixBase):
         return {
             "masks": _union(masks),
             "box": None,
-            "blend": sum(blends[1:], blends[0]) if blends else None,
+            "blend": _sum(blends) if blends else None,
             "lam": _sum([part["lam"] for part in parts]),
             "label_weights": _sum([part["label_weights"] for part in parts]),
             "applied": applied.to(parts[0]["lam"].device, non_blocking=True),
