@@ -153,6 +153,43 @@ def test_per_sample_boxes_are_pasted_as_masks_with_their_own_areas(monkeypatch):
     assert torch.allclose(soft, one_hot_mix(labels, [int(x2[i] * y2[i]) / 42 for i in range(5)], 5))
 
 
+#: Per-sample boxes (x1, y1, x2, y2) on 6 x 7 images, as a user might return them: partly outside the image,
+#: inverted in x, inverted in y, empty, the whole image and more, over the bottom-right corner.
+WILD = [[-3, -2, 4, 3], [5, 1, 2, 4], [1, 5, 4, 2], [2, 2, 2, 5], [-10, -10, 16, 15], [5, 5, 12, 11]]
+
+
+class WildBoxes(MaskMix):
+    def make_boxes(self, batch):
+        return torch.tensor(WILD * 2, dtype=torch.int32)[: batch.shape[0]]
+
+
+def box_masks(boxes, drawn):
+    return [
+        [[d and x1 <= c < x2 and y1 <= r < y2 for c in range(7)] for r in range(6)]
+        for (x1, y1, x2, y2), d in zip(boxes, drawn, strict=True)
+    ]
+
+
+def test_per_sample_boxes_are_clipped_and_lam_is_the_pixel_count_of_what_was_pasted():
+    x, labels = torch.rand(8, 2, 6, 7), torch.arange(8)
+    out, soft = WildBoxes(num_classes=8)(x, labels)
+    masks = box_masks((WILD * 2)[:8], [True] * 8)
+    assert torch.equal(out, oracle_paste(x, masks))
+    counts = [sum(map(sum, m)) for m in masks]
+    assert counts == [12, 0, 0, 0, 42, 2, 12, 0]
+    assert torch.equal(soft, one_hot_mix(labels, [c / 42 for c in counts], 8))
+
+
+def test_per_sample_p_empties_the_boxes_of_the_samples_not_drawn():
+    x, labels = torch.rand(12, 1, 6, 7), torch.arange(12)
+    out, soft = WildBoxes(num_classes=12, p=0.5, per_sample=True, generator=generator(4))(x, labels)
+    drawn = (torch.rand(12, generator=generator(4)) < 0.5).tolist()
+    masks = box_masks(WILD * 2, drawn)
+    assert 0 < sum(sum(map(sum, m)) > 0 for m in masks) < sum(drawn)  # some drawn boxes are empty anyway
+    assert torch.equal(out, oracle_paste(x, masks))
+    assert torch.equal(soft, one_hot_mix(labels, [sum(map(sum, m)) / 42 for m in masks], 12))
+
+
 def test_a_box_under_autograd_is_pasted_as_a_mask_with_gradients():
     x = torch.rand(3, 1, 4, 4, requires_grad=True)
     out, _ = CornerBox(num_classes=3, generator=generator(0))(x, torch.arange(3))

@@ -192,6 +192,25 @@ def test_paste_with_a_partner_index(images, seed, inplace):
     assert torch.equal(out, torch.where(m.reshape(shape), before[partner], before))
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("how", ["cyclic", "partner", "inplace", "inplace partner"])
+@pytest.mark.parametrize("batch", [1, 2, 23])
+def test_paste_of_small_dtypes_in_many_blocks(dtype, how, batch):
+    """Batches of many 64 KiB blocks (23 x 3 x 40 x 64 bytes: blocks of 8, 8, 7 samples), checked sample by sample."""
+    g = torch.Generator().manual_seed(batch)
+    images = (torch.rand(batch, 3, 40, 64, generator=g) * 200).to(dtype)
+    m = torch.rand(batch, 40, 64, generator=g) < 0.5
+    partner = torch.randperm(batch, generator=g) if "partner" in how else None
+    before = images.clone()
+    out = masks.paste(images, m, partner=partner, inplace="inplace" in how)
+    for i in range(batch):
+        j = (i - 1) % batch if partner is None else int(partner[i])
+        assert torch.equal(out[i], torch.where(m[i], before[j], before[i])), i
+    assert (out is images) == ("inplace" in how)
+    if "inplace" not in how:
+        assert torch.equal(images, before)
+
+
 @given(mst.image_batches(kinds=("tensor", "video"), **image_sides(1, 24)), mst.seeds(), st.booleans())
 def test_region_only_box_paste_equals_the_mask_paste(images, seed, inplace):
     images = images.as_subclass(torch.Tensor)

@@ -1,7 +1,7 @@
 """The CPU fast paths and unchecked inner steps the public stages share.
 
-Byte-lane counting (:func:`count_true`), word-packed selects (:func:`packed_masks`,
-:func:`select_words`), the region-only paste of one box (:func:`paste_box`), the blend kernels and
+Byte-lane counting (:func:`count_true`), word selects (:func:`words_select`), box areas
+(:func:`box_areas`), the region-only paste of one box (:func:`paste_box`), the blend kernels and
 the lerp custom op (:func:`lerp_into`, :func:`lerp_op`, :func:`lerp_compiled`), the label mix on
 checked arguments (:func:`mix_labels_unchecked`) and the bracketed top-count selection
 (:func:`top_count_bracket`). Nothing here checks its arguments: the callers did.
@@ -37,15 +37,19 @@ def count_true(flat: Tensor) -> Tensor:
     return counts
 
 
-def packed_masks(masks: Tensor, images: Tensor) -> Tensor | None:
-    """The mask as int32 words of 0x00/0xFF bytes over the images' bytes, or ``None`` if unsuited.
+def words_select(masks: Tensor, images: Tensor, source: Tensor | None, out: Tensor) -> bool:
+    """``out = where(masks, source, images)`` through 32-bit words; ``False`` (nothing done) if unsuited.
 
     On the CPU, ``torch.where`` runs element by element for 1- and 2-byte dtypes (uint8 at about
-    a tenth of copy speed); selecting bits through 32-bit words with ``xor``/``and`` is exact for
-    every dtype and runs at memory speed. Needs a contiguous batch whose rows are whole words.
+    a tenth of copy speed); selecting bits through 32-bit words, ``b ^ ((a ^ b) & mask)`` with a
+    mask of 0x00/0xFF bytes, is exact for every dtype and runs at memory speed. Needs a contiguous
+    batch whose rows are whole words. ``source`` ``None`` means sample ``i - 1`` (cyclic), read
+    through shifted views; ``out`` may be ``images`` when ``source`` is a copy (it is overwritten).
+    The byte masks are made a block of samples at a time in one reused buffer, so that they stay
+    in cache and cost no allocation per block.
     """
     size = images.element_size()
-    width = images.shape[-1]
+    batch, height, width = images.shape[0], images.shape[-2], images.shape[-1]
     if (
         images.device.type != "cpu"
         or size not in (1, 2)
@@ -54,20 +58,50 @@ def packed_masks(masks: Tensor, images: Tensor) -> Tensor | None:
         or images.data_ptr() % 4 != 0
         or images.numel() == 0
     ):
-        return None
-    batch, height = masks.shape[0], masks.shape[1]
-    byte_mask = masks.view(torch.uint8).neg()  # True → 0xFF, False → 0x00
-    if size > 1:
-        byte_mask = byte_mask[..., None].expand(batch, height, width, size).reshape(batch, height, width * size)
-    words = byte_mask.contiguous().view(torch.int32)
-    return words.reshape(batch, *([1] * (images.ndim - 3)), height, width * size // 4)
+        return False
+    inner = [1] * (images.ndim - 3)  # the channel (and frame) axes the mask is broadcast over
+    x, o = images.view(torch.int32), out.view(torch.int32)
+    s = None if source is None else source.view(torch.int32)
+    chunk = max(images.numel() * size // SELECT_CHUNKS, SELECT_CHUNK_MIN)
+    step = max(1, min(batch, chunk // (images[0].numel() * size)))
+    buffer = torch.empty(step, height, width, size, dtype=torch.uint8)
+    mask_bytes = masks.view(torch.uint8)
+    for i in range(0, batch, step):
+        n = min(step, batch - i)
+        words = buffer[:n]
+        words.copy_(mask_bytes[i : i + n, :, :, None].expand(n, height, width, size)).neg_()  # 1 → 0xFF
+        words = words.view(n, *inner, height, width * size).view(torch.int32)
+        if s is not None:
+            _select_words(words, s[i : i + n], x[i : i + n], o[i : i + n])
+        elif i > 0:  # rows i.. take from rows i - 1..
+            _select_words(words, x[i - 1 : i + n - 1], x[i : i + n], o[i : i + n])
+        else:  # row 0 takes from row B - 1, rows 1.. from rows 0..
+            _select_words(words[:1], x[-1:], x[:1], o[:1])
+            _select_words(words[1:], x[: n - 1], x[1:n], o[1:n])
+    return True
 
 
-def select_words(mask: Tensor, a: Tensor, b: Tensor, out: Tensor) -> None:
-    """``out = where(mask, a, b)`` bitwise: ``b ^ ((a ^ b) & mask)``."""
+#: Bytes of a word select's batch handled per block, at most a 32nd of the batch (at least 64 KiB).
+SELECT_CHUNKS = 32
+SELECT_CHUNK_MIN = 1 << 16
+
+
+def _select_words(mask: Tensor, a: Tensor, b: Tensor, out: Tensor) -> None:
+    """``out = where(mask, a, b)`` bitwise: ``b ^ ((a ^ b) & mask)``; with ``out`` being ``b``, ``a`` is overwritten."""
+    if out.data_ptr() == b.data_ptr():
+        b.bitwise_xor_(a.bitwise_xor_(b).bitwise_and_(mask))
+        return
     torch.bitwise_xor(a, b, out=out)
     out.bitwise_and_(mask)
     out.bitwise_xor_(b)
+
+
+def box_areas(boxes: Tensor, height: int, width: int) -> Tensor:
+    """The pixels of each box ``(B, 4)`` inside an ``H x W`` image (int64): what ``boxes_to_masks`` sets."""
+    x1, y1, x2, y2 = boxes.long().unbind(1)
+    rows = (y2.clamp(0, height) - y1.clamp(0, height)).clamp_min_(0)
+    cols = (x2.clamp(0, width) - x1.clamp(0, width)).clamp_min_(0)
+    return rows * cols
 
 
 def paste_box(images: Tensor, box: tuple[int, int, int, int], *, inplace: bool = False) -> Tensor:
@@ -125,7 +159,9 @@ def lerp_into(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
     float32 a block at a time (blocks of whole samples; of columns, in memory order, when a
     sample alone is larger than a block), so that the float32 temporaries never exceed about a
     quarter of a batch (the whole batch in float32 would be 8 batches of uint8 at once, 12 with the
-    result), and each block's passes run in cache.
+    result), and each block's passes run in cache. The two float32 buffers are allocated once and
+    reused by every block: a fresh allocation per block cost more in first-touch page faults than
+    the blend itself.
     """
     compute = blend_dtype(a.dtype)
     if a.dtype == compute:
@@ -138,29 +174,42 @@ def lerp_into(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
     chunk = max(out.numel() // BLEND_CHUNKS, BLEND_CHUNK_MIN)
     per_sample = out.numel() // batch
     if per_sample <= chunk:  # blocks of whole samples: contiguous in any memory format
-        step = chunk // per_sample
+        step = min(batch, chunk // per_sample)
+        buffers = _buffers(a[:step], compute)
         for i in range(0, batch, step):
-            _lerp_rounded(a[i : i + step], b[i : i + step], w[i : i + step], out[i : i + step], compute)
+            n = min(step, batch - i)
+            block = slice(i, i + n)
+            _lerp_rounded(a[block], b[block], w[block], out[block], *(t[:n] for t in buffers))
         return
     rows = _rows_in_memory_order(out, a, b)  # a few large samples: blocks of columns
     if rows is None:  # an unusual layout: one step
-        _lerp_rounded(a, b, w, out, compute)
+        _lerp_rounded(a, b, w, out, *_buffers(a, compute))
         return
     out_rows, a_rows, b_rows = rows
     w_rows = w.reshape(batch, 1)
-    step = max(1, chunk // batch)
-    for start in range(0, out_rows.shape[1], step):
-        cols = slice(start, start + step)
-        _lerp_rounded(a_rows[:, cols], b_rows[:, cols], w_rows, out_rows[:, cols], compute)
+    columns = out_rows.shape[1]
+    step = min(columns, max(1, chunk // batch))
+    buffers = _buffers(a_rows[:, :step], compute)
+    for start in range(0, columns, step):
+        n = min(step, columns - start)
+        cols = slice(start, start + n)
+        _lerp_rounded(a_rows[:, cols], b_rows[:, cols], w_rows, out_rows[:, cols], *(t[:, :n] for t in buffers))
 
 
-def _lerp_rounded(a: Tensor, b: Tensor, w: Tensor, out: Tensor, compute: torch.dtype) -> None:
-    mixed = a.to(compute)
-    mixed.lerp_(b.to(compute), w)
+def _buffers(like: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Two uninitialised tensors shaped and laid out like ``like``, of ``dtype``."""
+    return torch.empty_like(like, dtype=dtype), torch.empty_like(like, dtype=dtype)
+
+
+def _lerp_rounded(a: Tensor, b: Tensor, w: Tensor, out: Tensor, a_wide: Tensor, b_wide: Tensor) -> None:
+    """``out = lerp(a, b, w)`` computed in the buffers ``a_wide``/``b_wide`` (the blend dtype), rounded if integer."""
+    a_wide.copy_(a)
+    b_wide.copy_(b)
+    torch.lerp(a_wide, b_wide, w, out=a_wide)
     if not a.is_floating_point():
         info = torch.iinfo(a.dtype)
-        mixed.round_().clamp_(info.min, info.max)
-    out.copy_(mixed)
+        a_wide.round_().clamp_(info.min, info.max)
+    out.copy_(a_wide)
 
 
 def _rows_in_memory_order(out: Tensor, *others: Tensor) -> tuple[Tensor, ...] | None:

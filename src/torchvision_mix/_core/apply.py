@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ._checks import _check_partner, _check_weights, _describe
-from ._kernels import blend_dtype, blend_into, count_true, lerp_compiled, packed_masks, select_words
+from ._kernels import blend_dtype, blend_into, count_true, lerp_compiled, words_select
 
 __all__ = ["apply", "blend", "blend_dtype", "mask_fractions", "paste"]
 
@@ -79,26 +79,17 @@ def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inpla
         return images.copy_(mixed) if inplace else mixed
     # The output is allocated before any temporary: on the CPU that order measured ~20% faster.
     out = images if inplace else torch.empty_like(images)
-    packed = packed_masks(masks, images)
-    if partner is not None or inplace:
+    source = None
+    if partner is not None or inplace:  # a copy of the partners (in place, they are overwritten)
         source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
-        if packed is None:
-            return torch.where(m, source, images, out=out)
-        if inplace:  # images ^= (source ^ images) & mask
-            words = images.view(torch.int32)
-            words.bitwise_xor_(source.view(torch.int32).bitwise_xor_(words).bitwise_and_(packed))
-            return images
-        select_words(packed, source.view(torch.int32), images.view(torch.int32), out.view(torch.int32))
+    if words_select(masks, images, source, out):
         return out
+    if source is not None:
+        return torch.where(m, source, images, out=out)
     if batch > 0:
         # Two views instead of a rolled copy: rows 1.. take from rows 0..B-2, row 0 from row B-1.
-        if packed is None:
-            torch.where(m[1:], images[:-1], images[1:], out=out[1:])
-            torch.where(m[:1], images[-1:], images[:1], out=out[:1])
-        else:
-            x, o = images.view(torch.int32), out.view(torch.int32)
-            select_words(packed[1:], x[:-1], x[1:], o[1:])
-            select_words(packed[:1], x[-1:], x[:1], o[:1])
+        torch.where(m[1:], images[:-1], images[1:], out=out[1:])
+        torch.where(m[:1], images[-1:], images[:1], out=out[:1])
     return out
 
 
