@@ -74,8 +74,8 @@ def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inpla
     if (images.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
         # Autograd cannot track out= writes, and inductor fuses the plain form into one kernel:
         # the plain (differentiable) form.
-        source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
-        mixed = torch.where(m, source, images)
+        rolled = images.roll(1, 0) if partner is None else images.index_select(0, partner)
+        mixed = torch.where(m, rolled, images)
         return images.copy_(mixed) if inplace else mixed
     # The output is allocated before any temporary: on the CPU that order measured ~20% faster.
     out = images if inplace else torch.empty_like(images)
