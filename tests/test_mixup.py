@@ -160,3 +160,32 @@ def test_integer_blends_in_blocks_equal_the_whole_batch_blend(shape, channels_la
     assert torch.equal(out, whole)
     assert (out is given) == inplace
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.uint8])
+@pytest.mark.parametrize("how", ["cyclic", "partner", "inplace", "inplace partner"])
+@pytest.mark.parametrize(("batch", "channels_last"), [(1, False), (2, True), (67, False), (67, True)])
+def test_apply_pastes_and_blends_in_blocks_sample_by_sample(dtype, how, batch, channels_last):
+    """apply(masks=, weights=) in one pass over blocks (67 x 3 x 32 x 40: blocks of 17 samples, the first split
+    off): every sample is its mask's paste over its own blend, computed here a sample at a time."""
+    g = torch.Generator().manual_seed(batch)
+    x = (torch.rand(batch, 3, 32, 40, generator=g) * 255).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    m = torch.rand(batch, 32, 40, generator=g) < torch.rand(batch, 1, 1, generator=g)
+    w = torch.rand(batch, generator=g) * (torch.rand(batch, generator=g) < 0.7)  # some samples pasted only
+    partner = torch.randperm(batch, generator=g) if "partner" in how else None
+    before = x.clone()
+    out = masks.apply(x, masks=m, weights=w, partner=partner, inplace="inplace" in how)
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
+    for i in range(batch):
+        j = (i - 1) % batch if partner is None else int(partner[i])
+        own, other = before[i].to(wide), before[j].to(wide)
+        blended = torch.lerp(own, other, w[i].to(wide))
+        if dtype == torch.uint8:
+            blended = blended.round()
+        assert torch.equal(out[i], torch.where(m[i], other, blended).to(dtype)), i
+    assert (out is x) == ("inplace" in how)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    if "inplace" not in how:
+        assert torch.equal(x, before)

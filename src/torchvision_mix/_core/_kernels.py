@@ -10,7 +10,7 @@ checked arguments (:func:`mix_labels_unchecked`) and the bracketed top-count sel
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -66,19 +66,28 @@ def words_select(masks: Tensor, images: Tensor, source: Tensor | None, out: Tens
     step = max(1, min(batch, chunk // (images[0].numel() * size)))
     buffer = torch.empty(step, height, width, size, dtype=torch.uint8)
     mask_bytes = masks.view(torch.uint8)
+    for rows, partner in _blocks(images.shape[0], step, x, s):
+        n = rows.stop - rows.start
+        words = buffer[:n]
+        words.copy_(mask_bytes[rows, :, :, None].expand(n, height, width, size)).neg_()  # 1 → 0xFF
+        _select_words(words.view(n, *inner, height, width * size).view(torch.int32), partner, x[rows], o[rows])
+    return True
+
+
+def _blocks(batch: int, step: int, images: Tensor, source: Tensor | None) -> Iterator[tuple[slice, Tensor]]:
+    """The rows of each block of ``step`` samples, with their partners: ``source``'s rows, or (``None``)
+    the rows ``i - 1`` of ``images``, read through shifted views (the first block splits off sample 0,
+    whose partner is sample ``B - 1``)."""
     for i in range(0, batch, step):
         n = min(step, batch - i)
-        words = buffer[:n]
-        words.copy_(mask_bytes[i : i + n, :, :, None].expand(n, height, width, size)).neg_()  # 1 → 0xFF
-        words = words.view(n, *inner, height, width * size).view(torch.int32)
-        if s is not None:
-            _select_words(words, s[i : i + n], x[i : i + n], o[i : i + n])
-        elif i > 0:  # rows i.. take from rows i - 1..
-            _select_words(words, x[i - 1 : i + n - 1], x[i : i + n], o[i : i + n])
-        else:  # row 0 takes from row B - 1, rows 1.. from rows 0..
-            _select_words(words[:1], x[-1:], x[:1], o[:1])
-            _select_words(words[1:], x[: n - 1], x[1:n], o[1:n])
-    return True
+        if source is not None:
+            yield slice(i, i + n), source[i : i + n]
+        elif i > 0:
+            yield slice(i, i + n), images[i - 1 : i + n - 1]
+        else:
+            yield slice(0, 1), images[-1:]
+            if n > 1:
+                yield slice(1, n), images[: n - 1]
 
 
 #: Bytes of a word select's batch handled per block, at most a 32nd of the batch (at least 64 KiB).
@@ -145,6 +154,35 @@ def blend_into(out: Tensor, base: Tensor, images: Tensor, weights: Tensor, partn
     lerp_into(base[:1], images[-1:], w[:1], out[:1])
 
 
+def paste_blend_into(out: Tensor, images: Tensor, masks: Tensor, weights: Tensor, source: Tensor | None) -> None:
+    """``out[i] = where(masks[i], p_i, lerp(x_i, p_i, w_i))``, ``p_i`` = ``source[i]`` or, for ``None``, ``x[i - 1]``.
+
+    A paste and a blend in one pass, a block of samples at a time (a 32nd of the batch on the CPU,
+    the whole batch elsewhere): each block is blended and then pasted while in cache. Integer and
+    half batches are computed in float32 buffers reused by every block (integers rounded to the
+    nearest). ``out`` may be ``images`` when ``source`` is a copy. ``weights`` is ``(B,)``.
+    """
+    batch, height, width = images.shape[0], images.shape[-2], images.shape[-1]
+    if batch == 0:
+        return
+    compute = blend_dtype(images.dtype)
+    m = masks.reshape(batch, *([1] * (images.ndim - 3)), height, width)
+    w = weights.to(compute).reshape(batch, *([1] * (images.ndim - 1)))
+    step = batch
+    if images.device.type == "cpu":
+        chunk = max(images.numel() // BLEND_CHUNKS, BLEND_CHUNK_MIN)
+        step = max(1, min(batch, chunk // images[0].numel()))
+    buffers = None if images.dtype == compute else _buffers(images[:step], compute)
+    for rows, partner in _blocks(batch, step, images, source):
+        if buffers is None:
+            mixed = out[rows]
+            torch.lerp(images[rows], partner, w[rows], out=mixed)
+            torch.where(m[rows], partner, mixed, out=mixed)
+        else:
+            n = rows.stop - rows.start
+            _lerp_rounded(images[rows], partner, w[rows], out[rows], *(t[:n] for t in buffers), mask=m[rows])
+
+
 #: Elements of an integer blend computed per step, at most: a 32nd of the batch (at least 64 Ki).
 #: Each step holds two float32 temporaries (8 bytes per element), so a uint8 blend's extra memory
 #: is its output plus about a quarter of a batch.
@@ -201,11 +239,16 @@ def _buffers(like: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     return torch.empty_like(like, dtype=dtype), torch.empty_like(like, dtype=dtype)
 
 
-def _lerp_rounded(a: Tensor, b: Tensor, w: Tensor, out: Tensor, a_wide: Tensor, b_wide: Tensor) -> None:
-    """``out = lerp(a, b, w)`` computed in the buffers ``a_wide``/``b_wide`` (the blend dtype), rounded if integer."""
+def _lerp_rounded(
+    a: Tensor, b: Tensor, w: Tensor, out: Tensor, a_wide: Tensor, b_wide: Tensor, *, mask: Tensor | None = None
+) -> None:
+    """``out = lerp(a, b, w)`` (``b`` where ``mask``) computed in the buffers ``a_wide``/``b_wide`` (the blend
+    dtype), rounded if integer."""
     a_wide.copy_(a)
     b_wide.copy_(b)
     torch.lerp(a_wide, b_wide, w, out=a_wide)
+    if mask is not None:
+        torch.where(mask, b_wide, a_wide, out=a_wide)
     if not a.is_floating_point():
         info = torch.iinfo(a.dtype)
         a_wide.round_().clamp_(info.min, info.max)

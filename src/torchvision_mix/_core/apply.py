@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ._checks import _check_partner, _check_weights, _describe
-from ._kernels import blend_dtype, blend_into, count_true, lerp_compiled, words_select
+from ._kernels import blend_dtype, blend_into, count_true, lerp_compiled, paste_blend_into, words_select
 
 __all__ = ["apply", "blend", "blend_dtype", "mask_fractions", "paste"]
 
@@ -60,15 +60,8 @@ def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inpla
     Returns:
         The mixed batch (``images`` itself when ``inplace``).
     """
-    if not isinstance(images, Tensor) or images.ndim < 3:
-        got = _describe(images)
-        raise ValueError(f"images must be a tensor of shape (B, ..., H, W), but got {got}.")
+    _check_masks(images, masks)
     batch, height, width = images.shape[0], images.shape[-2], images.shape[-1]
-    if not isinstance(masks, Tensor) or masks.dtype != torch.bool or masks.shape != (batch, height, width):
-        got = _describe(masks, dtype=True)
-        raise ValueError(f"masks must be a boolean tensor of shape {(batch, height, width)}, but got {got}.")
-    if masks.device != images.device:
-        raise ValueError(f"masks are on {masks.device} but images on {images.device}.")
     partner = _check_partner(partner, batch, images.device)
     m = masks.reshape(batch, *([1] * (images.ndim - 3)), height, width)
     if (images.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
@@ -91,6 +84,18 @@ def paste(images: Tensor, masks: Tensor, *, partner: Tensor | None = None, inpla
         torch.where(m[1:], images[:-1], images[1:], out=out[1:])
         torch.where(m[:1], images[-1:], images[:1], out=out[:1])
     return out
+
+
+def _check_masks(images: Tensor, masks: Tensor) -> None:
+    if not isinstance(images, Tensor) or images.ndim < 3:
+        got = _describe(images)
+        raise ValueError(f"images must be a tensor of shape (B, ..., H, W), but got {got}.")
+    batch, height, width = images.shape[0], images.shape[-2], images.shape[-1]
+    if not isinstance(masks, Tensor) or masks.dtype != torch.bool or masks.shape != (batch, height, width):
+        got = _describe(masks, dtype=True)
+        raise ValueError(f"masks must be a boolean tensor of shape {(batch, height, width)}, but got {got}.")
+    if masks.device != images.device:
+        raise ValueError(f"masks are on {masks.device} but images on {images.device}.")
 
 
 def blend(images: Tensor, weights: Tensor, *, partner: Tensor | None = None, inplace: bool = False) -> Tensor:
@@ -161,17 +166,23 @@ def apply(
         return paste(images, masks, partner=partner, inplace=inplace)
     if masks is None:
         return blend(images, weights, partner=partner, inplace=inplace)
-    pasted = paste(images, masks, partner=partner)
+    _check_masks(images, masks)
+    if images.dtype == torch.bool or images.is_complex():
+        raise TypeError(f"apply blends real-valued pixels, but got dtype {images.dtype}: a mask cannot be blended.")
     weights = _check_weights(weights, images.shape[0], images.device)
     partner = _check_partner(partner, images.shape[0], images.device)
-    if images.requires_grad and torch.is_grad_enabled():
-        source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
-        w = weights.to(images.dtype).reshape(-1, *([1] * (images.ndim - 1)))
-        mixed = torch.lerp(pasted, source, w)
+    if (images.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+        pasted = paste(images, masks, partner=partner)
+        rolled = images.roll(1, 0) if partner is None else images.index_select(0, partner)
+        w = weights.reshape(-1, *([1] * (images.ndim - 1)))
+        if torch.compiler.is_compiling():
+            mixed = lerp_compiled(pasted, rolled, w)
+        else:
+            mixed = torch.lerp(pasted, rolled, w.to(images.dtype))
         return images.copy_(mixed) if inplace else mixed
-    if torch.compiler.is_compiling():
+    out = images if inplace else torch.empty_like(images)
+    source: Tensor | None = None
+    if partner is not None or inplace:  # a copy of the partners (in place, they are overwritten)
         source = images.roll(1, 0) if partner is None else images.index_select(0, partner)
-        mixed = lerp_compiled(pasted, source, weights.reshape(-1, *([1] * (images.ndim - 1))))
-        return images.copy_(mixed) if inplace else mixed
-    blend_into(pasted, pasted, images, weights, partner)
-    return images.copy_(pasted) if inplace else pasted
+    paste_blend_into(out, images, masks, weights, source)
+    return out
