@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
 
+import torchvision_mix._core.build as build
 from torchvision_mix import SaliencyMix, masks
 from torchvision_mix.testing import check_mix_transform
 from torchvision_mix.testing import strategies as mst
@@ -169,6 +170,23 @@ def test_default_saliency_is_the_spectral_residual(shape):
     want = literal_spectral_residual(x)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.float32])
+@pytest.mark.parametrize("channels", [3, 1, 4])
+def test_default_saliency_of_a_batch_in_many_blocks(monkeypatch, dtype, channels):
+    """Batches are made grey and resized a block at a time (here blocks of 150,000 pixels: 1 or 2 samples of
+    C x 200 x 260): every map is the literal steps' map of its own image, computed in float64."""
+    monkeypatch.setattr(build, "_RESIZE_BLOCK", 150_000)
+    g = torch.Generator().manual_seed(channels)
+    x = torch.rand(11, channels, 200, 260, generator=g)
+    x[:, :, 20:40, 30:50] += torch.rand(11, 1, 1, 1, generator=g)
+    x = (x * 100).to(dtype)
+    got = masks.spectral_residual_saliency(x)
+    want = literal_spectral_residual(x.double())
+    assert got.shape == want.shape == (11, 49, 64) and got.dtype == torch.float32
+    for i in range(11):
+        torch.testing.assert_close(got[i].double(), want[i], rtol=0, atol=2e-4 * float(want[i].abs().max()))
 
 
 def textured_images_with_a_bright_square(seed, batch=4, height=96, width=128):

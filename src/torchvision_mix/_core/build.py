@@ -191,7 +191,7 @@ def top_k_cells(heatmaps: Tensor, k: int | Tensor) -> Tensor:
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the grey of OpenCV's cvtColor (RGB order)
 
 
-_RESIZE_BLOCK = 1 << 20  # pixels converted to float32 and resized per step (4 MiB)
+_RESIZE_BLOCK = 1 << 20  # pixels made grey and resized per step (4 MiB in float32)
 
 
 def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float = 8.0) -> Tensor:
@@ -233,29 +233,15 @@ def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float 
         raise TypeError(f"images must be real numbers, but got dtype {images.dtype}.")
     _check_int("width", width)
     sigma = _check_positive("sigma", sigma)
-    channels, height, full_width = images.shape[1:]
+    height, full_width = images.shape[2:]
     if height * full_width == 0:
         raise ValueError(f"images must hold at least one pixel, but got shape {tuple(images.shape)}.")
-    wide = images.dtype in (torch.float32, torch.float64)
     w = min(width, full_width)
     h = max(1, round(height * w / full_width))
     if images.shape[0] == 0:  # an FFT of nothing: some backends refuse it
-        return torch.empty(0, h, w, dtype=images.dtype if wide else torch.float32, device=images.device)
-    if wide or (h, w) == (height, full_width):
-        x = images if wide else images.float()
-        if (h, w) != (height, full_width):
-            x = F.interpolate(x, size=(h, w), mode="area")
-    else:
-        # uint8 and half images: converted to float32 and resized a few samples at a time, in
-        # cache (the whole batch in float32 would be 4 times a uint8 batch, written and read back).
-        step = max(1, _RESIZE_BLOCK // (channels * height * full_width))
-        x = torch.cat(
-            [F.interpolate(images[i : i + step].float(), size=(h, w), mode="area") for i in range(0, len(images), step)]
-        )
-    if channels == 3:
-        grey = torch.matmul(_matrix("luma", 3, 0.0, x), x.reshape(x.shape[0], 3, h * w)).view(-1, h, w)
-    else:
-        grey = x.mean(dim=1)
+        dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+        return torch.empty(0, h, w, dtype=dtype, device=images.device)
+    grey = _small_grey(images, h, w)
     # Everything below works on the half plane of the real FFT: |S| is symmetric (S(-k) = conj S(k)),
     # and so is its circular 3x3 mean, so exp(residual + i * phase) = S * exp(-mean3x3(log|S|)) (as
     # exp(log|S| - mean) * S / |S|) is Hermitian and its inverse transform real.
@@ -266,13 +252,41 @@ def spectral_residual_saliency(images: Tensor, *, width: int = 64, sigma: float 
     floor = amplitude.amax(dim=(1, 2), keepdim=True).mul_(2.0**-20).clamp_min_(torch.finfo(grey.dtype).tiny)
     log_amplitude = torch.maximum(amplitude, floor).log_()
     # The full plane's log|S|: columns half .. w - 1 mirror columns w - half .. 1 at rows -k.
-    mirrored = log_amplitude.index_select(1, _mirror_rows(h, x.device))[..., 1 : w - half + 1].flip(-1)
+    mirrored = log_amplitude.index_select(1, _mirror_rows(h, grey.device))[..., 1 : w - half + 1].flip(-1)
     full = torch.cat([log_amplitude, mirrored], dim=-1)  # (B, h, w)
     # Separable filters as small matrices, one matmul per axis.
-    minus_mean = _matrix("box3", h, 0.0, x) @ (full @ _matrix("box3", w, 0.0, x)[:half].T)
+    minus_mean = _matrix("box3", h, 0.0, grey) @ (full @ _matrix("box3", w, 0.0, grey)[:half].T)
     saliency = torch.fft.irfft2(spectrum.mul_(minus_mean.neg_().exp_()), s=(h, w)).square_()
     s = sigma * w / 64
-    return _matrix("gauss", h, s, x) @ saliency @ _matrix("gauss", w, s, x).T
+    return _matrix("gauss", h, s, grey) @ saliency @ _matrix("gauss", w, s, grey).T
+
+
+def _small_grey(images: Tensor, h: int, w: int) -> Tensor:
+    """Every image's grey (BT.601 luma of 3 channels, else the channel mean), area-resized to ``h x w``.
+
+    Computed in float32 (float64 stays) a block of samples at a time in reused buffers: a
+    conversion (integer and half batches), the grey, the resize. The batch is never held in
+    float32 whole, and no block allocates (fresh memory per block cost more in page faults than
+    the work). Returns ``(B, h, w)``.
+    """
+    batch, channels, height, width = images.shape
+    compute = torch.float64 if images.dtype == torch.float64 else torch.float32
+    out = torch.empty(batch, h, w, dtype=compute, device=images.device)
+    step = batch
+    if images.device.type == "cpu":
+        step = max(1, min(batch, _RESIZE_BLOCK // (channels * height * width)))
+    wide = None if images.dtype == compute else torch.empty_like(images[:step], dtype=compute)
+    grey = torch.empty(step, 1, height, width, dtype=compute, device=images.device)
+    for i in range(0, batch, step):
+        n = min(step, batch - i)
+        x = images[i : i + n] if wide is None else wide[:n].copy_(images[i : i + n])
+        g = grey[:n]
+        if channels == 3:
+            torch.mul(x[:, 0], _LUMA[0], out=g[:, 0]).add_(x[:, 1], alpha=_LUMA[1]).add_(x[:, 2], alpha=_LUMA[2])
+        else:
+            torch.mean(x, dim=1, keepdim=True, out=g)
+        out[i : i + n] = g[:, 0] if (h, w) == (height, width) else F.interpolate(g, size=(h, w), mode="area")[:, 0]
+    return out
 
 
 def _matrix(kind: str, n: int, sigma: float, like: Tensor) -> Tensor:
@@ -282,8 +296,6 @@ def _matrix(kind: str, n: int, sigma: float, like: Tensor) -> Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _cpu_matrix(kind: str, n: int, sigma: float, dtype: torch.dtype) -> Tensor:
-    if kind == "luma":  # (1, 3): BT.601 weights, R G B
-        return torch.tensor([_LUMA], dtype=dtype)
     index = torch.arange(n, dtype=torch.float64)
     offset = index[:, None] - index[None, :]
     if kind == "box3":  # (n, n): the mean of each entry and its two neighbours, wrapping around
