@@ -8,6 +8,7 @@ import torch
 from helpers import foreign_masks, seeded
 from torchvision import tv_tensors
 
+import torchvision_mix._core.build as build
 from torchvision_mix import FMix, masks
 from torchvision_mix._core import _kernels
 from torchvision_mix.testing import strategies as mst
@@ -163,15 +164,19 @@ def test_bad_parameters_are_refused_at_construction(kwargs, match):
 
 
 @pytest.mark.parametrize(("height", "width"), [(8, 8), (7, 9), (1, 5), (6, 1), (1, 1), (2, 2), (33, 64)])
-def test_fourier_noise_matches_numpy_irfftn(height, width):
+@pytest.mark.parametrize("blocks", ["one block", "blocks of 2 samples"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_fourier_noise_matches_numpy_irfftn(monkeypatch, height, width, blocks, inplace):
+    if blocks != "one block":  # on the CPU the batch is transformed a block of samples at a time
+        monkeypatch.setattr(build, "_NOISE_BLOCK", 2 * height * (width // 2 + 1))
     g = torch.Generator().manual_seed(height * 100 + width)
-    spectra = masks.sample_fourier_spectra(3, height, width, generator=g)
-    parts = torch.view_as_real(spectra)
+    spectra = masks.sample_fourier_spectra(7, height, width, generator=g)
+    parts = torch.view_as_real(spectra).clone()
     want = numpy_noise(parts, height, width, 3.0) * (height * width)  # ours is unnormalised
-    got = masks.fourier_noise(spectra.to(torch.complex128), height, width)
+    got = masks.fourier_noise(spectra.to(torch.complex128), height, width, inplace=inplace)
     assert got.dtype == torch.float64
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
-    got32 = masks.fourier_noise(spectra, height, width)
+    got32 = masks.fourier_noise(spectra, height, width, inplace=inplace)
     assert got32.dtype == torch.float32
     np.testing.assert_allclose(got32.numpy(), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 

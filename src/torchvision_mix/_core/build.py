@@ -453,12 +453,23 @@ def fourier_noise(
     fx = torch.fft.rfftfreq(width, dtype=real, device=device)
     frequency = (fy[:, None].square() + fx[None, :].square()).sqrt_()
     scale = frequency.clamp_min_(1.0 / max(height, width)).pow_(-decay_power)
-    scaled = spectra.mul_(scale) if owned else spectra * scale
     mirror = (-torch.arange(height, device=device)) % height
-    for column in {0, width // 2} if width % 2 == 0 else {0}:
-        values = scaled[:, :, column]
-        scaled[:, :, column] = (values + values.index_select(1, mirror).conj()) / 2
-    return torch.fft.irfft2(scaled, s=(height, width), norm="forward")
+    batch = spectra.shape[0]
+    noise = torch.empty(batch, height, width, dtype=real, device=device)
+    # On the CPU a block of samples at a time: the inverse FFT copies its input, and a copy of
+    # the whole batch's spectra cost more in first-touch page faults than the transform.
+    step = batch if device.type != "cpu" else max(1, min(batch, _NOISE_BLOCK // (height * half)))
+    for i in range(0, batch, step):
+        block = spectra[i : i + step]
+        scaled = block.mul_(scale) if owned else block * scale
+        for column in {0, width // 2} if width % 2 == 0 else {0}:
+            values = scaled[:, :, column]
+            scaled[:, :, column] = (values + values.index_select(1, mirror).conj()) / 2
+        torch.fft.irfft2(scaled, s=(height, width), norm="forward", out=noise[i : i + step])
+    return noise
+
+
+_NOISE_BLOCK = 1 << 17  # spectrum coefficients per inverse FFT on the CPU (1 MiB of complex64)
 
 
 def top_count_masks(scores: Tensor, counts: int | Tensor) -> Tensor:
