@@ -582,9 +582,11 @@ def grids_to_masks(
     device = cells.device if device is None else torch.device(device)
     cells = cells.to(device, non_blocking=True)
     sizes = sizes.to(device, torch.int64, non_blocking=True)[:, None]
-    # Pixel r lies in cell floor(r * g / H): the tiling of cell_bounds. Two gathers, the second
-    # with a broadcast index: no (B, H, W) index is ever built.
+    # Pixel r lies in cell floor(r * g / H): the tiling of cell_bounds. Each row of cells is first
+    # widened to its W pixels (B, G, W), a small gather; every pixel row is then a copy of one of
+    # those, selected whole: no (B, H, W) index is ever built, and no pixel is gathered alone.
     row_cell = torch.arange(height, device=device) * sizes // height  # (B, H)
     col_cell = torch.arange(width, device=device) * sizes // width  # (B, W)
-    rows = cells.view(torch.uint8).gather(1, row_cell[:, :, None].expand(batch, height, grid))  # (B, H, G)
-    return rows.gather(2, col_cell[:, None, :].expand(batch, height, width)).view(torch.bool)
+    patterns = cells.view(torch.uint8).gather(2, col_cell[:, None, :].expand(batch, grid, width))  # (B, G, W)
+    rows = (row_cell + torch.arange(0, batch * grid, grid, device=device)[:, None]).view(-1)  # rows of (B * G, W)
+    return patterns.view(batch * grid, width).index_select(0, rows).view(batch, height, width).view(torch.bool)
