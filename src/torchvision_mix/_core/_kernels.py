@@ -62,8 +62,7 @@ def words_select(masks: Tensor, images: Tensor, source: Tensor | None, out: Tens
     inner = [1] * (images.ndim - 3)  # the channel (and frame) axes the mask is broadcast over
     x, o = images.view(torch.int32), out.view(torch.int32)
     s = None if source is None else source.view(torch.int32)
-    chunk = max(images.numel() * size // SELECT_CHUNKS, SELECT_CHUNK_MIN)
-    step = max(1, min(batch, chunk // (images[0].numel() * size)))
+    step = block_samples(batch, images[0].numel() * size, SELECT_BUDGET)
     buffer = torch.empty(step, height, width, size, dtype=torch.uint8)
     mask_bytes = masks.view(torch.uint8)
     for rows, partner in _blocks(images.shape[0], step, x, s):
@@ -90,9 +89,8 @@ def _blocks(batch: int, step: int, images: Tensor, source: Tensor | None) -> Ite
                 yield slice(1, n), images[: n - 1]
 
 
-#: Bytes of a word select's batch handled per block, at most a 32nd of the batch (at least 64 KiB).
-SELECT_CHUNKS = 32
-SELECT_CHUNK_MIN = 1 << 16
+#: Bytes of a word select's batch handled per block, at least (a block holds whole samples).
+SELECT_BUDGET = 1 << 16
 
 
 def _select_words(mask: Tensor, a: Tensor, b: Tensor, out: Tensor) -> None:
@@ -170,8 +168,7 @@ def paste_blend_into(out: Tensor, images: Tensor, masks: Tensor, weights: Tensor
     w = weights.to(compute).reshape(batch, *([1] * (images.ndim - 1)))
     step = batch
     if images.device.type == "cpu":
-        chunk = max(images.numel() // BLEND_CHUNKS, BLEND_CHUNK_MIN)
-        step = max(1, min(batch, chunk // images[0].numel()))
+        step = block_samples(batch, images[0].numel(), BLEND_BUDGET)
     buffers = None if images.dtype == compute else _buffers(images[:step], compute)
     for rows, partner in _blocks(batch, step, images, source):
         if buffers is None:
@@ -183,11 +180,25 @@ def paste_blend_into(out: Tensor, images: Tensor, masks: Tensor, weights: Tensor
             _lerp_rounded(images[rows], partner, w[rows], out[rows], *(t[:n] for t in buffers), mask=m[rows])
 
 
-#: Elements of an integer blend computed per step, at most: a 32nd of the batch (at least 64 Ki).
-#: Each step holds two float32 temporaries (8 bytes per element), so a uint8 blend's extra memory
-#: is its output plus about a quarter of a batch.
-BLEND_CHUNKS = 32
-BLEND_CHUNK_MIN = 1 << 16
+#: Elements of an integer blend computed per step, at least (a step holds whole samples, or whole
+#: columns of a sample larger than a step). Each step holds two float32 temporaries (8 bytes per
+#: element), so a uint8 blend's extra memory is its output plus about a quarter of a batch.
+BLEND_BUDGET = 1 << 16
+
+
+def block_samples(batch: int, per_sample: int, budget: int) -> int:
+    """Samples in each block of a pass over a batch a block at a time, on the CPU.
+
+    Enough for ``budget`` elements (bytes, ...) of ``per_sample`` each, so that each block's few
+    operators are worth dispatching and its temporaries stay in cache, and at least a
+    ``BLOCKS``-th of the batch, so that a call dispatches a bounded number of operators whatever
+    the batch size.
+    """
+    return max(1, min(batch, max(-(-batch // BLOCKS), budget // max(per_sample, 1))))
+
+
+#: The most blocks a blocked pass makes of a batch.
+BLOCKS = 32
 
 
 def lerp_into(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
@@ -209,10 +220,10 @@ def lerp_into(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
         return
     w = w.to(compute)
     batch = out.shape[0]
-    chunk = max(out.numel() // BLEND_CHUNKS, BLEND_CHUNK_MIN)
+    chunk = max(out.numel() // BLOCKS, BLEND_BUDGET)
     per_sample = out.numel() // batch
     if per_sample <= chunk:  # blocks of whole samples: contiguous in any memory format
-        step = min(batch, chunk // per_sample)
+        step = block_samples(batch, per_sample, BLEND_BUDGET)
         buffers = _buffers(a[:step], compute)
         for i in range(0, batch, step):
             n = min(step, batch - i)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import _check_bool, _check_int, _check_positive, _check_size, _describe, _is_int, _is_integer, _is_real
-from ._kernels import BRACKET_MIN, top_count_bracket
+from ._kernels import BRACKET_MIN, block_samples, top_count_bracket
 
 __all__ = [
     "boxes_to_masks",
@@ -274,7 +274,7 @@ def _small_grey(images: Tensor, h: int, w: int) -> Tensor:
     out = torch.empty(batch, h, w, dtype=compute, device=images.device)
     step = batch
     if images.device.type == "cpu":
-        step = max(1, min(batch, _RESIZE_BLOCK // (channels * height * width)))
+        step = block_samples(batch, channels * height * width, _RESIZE_BLOCK)
     wide = None if images.dtype == compute else torch.empty_like(images[:step], dtype=compute)
     grey = torch.empty(step, 1, height, width, dtype=compute, device=images.device)
     for i in range(0, batch, step):
@@ -458,7 +458,7 @@ def fourier_noise(
     noise = torch.empty(batch, height, width, dtype=real, device=device)
     # On the CPU a block of samples at a time: the inverse FFT copies its input, and a copy of
     # the whole batch's spectra cost more in first-touch page faults than the transform.
-    step = batch if device.type != "cpu" else max(1, min(batch, _NOISE_BLOCK // (height * half)))
+    step = batch if device.type != "cpu" else block_samples(batch, height * half, _NOISE_BLOCK)
     for i in range(0, batch, step):
         block = spectra[i : i + step]
         scaled = block.mul_(scale) if owned else block * scale
