@@ -11,6 +11,9 @@ memory-bandwidth cost of writing one new batch. Contenders that write into their
 ``Mixup``, ours with ``inplace=True``) get a fresh copy of the batch before each call, outside the
 timer; the ``+ copy`` rows time timm with that copy inside the timer, as a new batch costs ours.
 
+``--baseline SRC`` also times the mixes of another checkout of this package (``SRC`` is its ``src``
+folder, e.g. a ``git worktree`` of an older commit), as ``before: ours ...`` rows in the same
+interleaved rounds, and adds a ``before`` column to the goals table: before/after from one run.
 ``--scaling`` adds the time per image against image side and batch size (CPU, float32).
 ``--write docs/benchmarks.rst`` regenerates the sections of the page that this run measured
 (``.. begin-results-cpu``, ``.. begin-results-cuda``, ``.. begin-scaling`` to their ``.. end-`` lines).
@@ -23,6 +26,7 @@ import ctypes
 import dataclasses
 import datetime
 import functools
+import itertools
 import json
 import os
 import platform
@@ -47,10 +51,25 @@ CASES = [
 
 
 def contenders(device: torch.device, dtype: torch.dtype, size: int) -> dict[str, Callable[[], Fn] | str]:
-    """Name → a factory of callable(images, labels), or → the reason it cannot run this case."""
+    """Name → a factory of callable(images, labels), or → the reason it cannot run this case.
+
+    With a baseline loaded (``--baseline``), its mixes follow as ``before: ours ...``.
+    """
+    import torchvision_mix
+
+    out = _contenders(device, dtype, size, torchvision_mix)
+    if _BASELINE is not None:
+        before = _contenders(device, dtype, size, _BASELINE)
+        out.update({BEFORE + name: make for name, make in before.items() if name.startswith("ours ")})
+    return out
+
+
+def _contenders(device: torch.device, dtype: torch.dtype, size: int, lib: Any) -> dict[str, Callable[[], Fn] | str]:
+    """The contenders, ours built from ``lib`` (this package, or a baseline's copy of it)."""
     from torchvision.transforms import v2
 
-    from torchvision_mix import AttentiveCutMix, CutMix, FMix, GridMix, MixUp, RandomMix, SaliencyMix
+    AttentiveCutMix, CutMix, FMix = lib.AttentiveCutMix, lib.CutMix, lib.FMix
+    GridMix, MixUp, RandomMix, SaliencyMix = lib.GridMix, lib.MixUp, lib.RandomMix, lib.SaliencyMix
 
     out: dict[str, Callable[[], Fn] | str] = {}
 
@@ -155,6 +174,46 @@ INPLACE = frozenset(
     }
 )
 
+
+def _in_place(name: str) -> bool:
+    return name.removeprefix(BEFORE) in INPLACE
+
+
+#: The prefix of the rows that time a baseline's mixes (``--baseline``).
+BEFORE = "before: "
+_BASELINE: Any = None  # the baseline's copy of the package, once loaded
+_BASELINE_SRC: str | None = None
+_LOADS = itertools.count()
+
+
+def load_baseline(src: str) -> Any:
+    """Import another checkout's package (``src/torchvision_mix``) beside this one, as ``torchvision_mix_baseline``.
+
+    The package is copied under a name of its own (its imports are relative), and so are its torch
+    custom operators: under one name, the copy loaded last would serve both.
+    """
+    global _BASELINE, _BASELINE_SRC
+    import importlib
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    package = Path(src) / "torchvision_mix"
+    if not (package / "__init__.py").is_file():
+        raise SystemExit(f"--baseline {src}: no torchvision_mix package there (give the checkout's src folder)")
+    folder = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+    name = f"torchvision_mix_baseline_{next(_LOADS)}"  # a new name for every load
+    copy = folder / name
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in copy.rglob("*.py"):
+        text = path.read_text()
+        if "torchvision_mix::" in text:
+            path.write_text(text.replace("torchvision_mix::", f"{name}::"))
+    sys.path.insert(0, str(folder))
+    _BASELINE, _BASELINE_SRC = importlib.import_module(name), src
+    return _BASELINE
+
+
 #: (contender, peer) pairs whose time ratio is reported beside each table.
 PEER_RATIOS = [
     ("ours CutMix", "torchvision v2.CutMix"),
@@ -239,14 +298,14 @@ def time_case(
     times: dict[str, list[float]] = {name: [] for name in runnable}
     for _ in range(warmup):
         for name, fn in runnable.items():
-            fn(x.clone() if name in INPLACE else x, y)
+            fn(x.clone() if _in_place(name) else x, y)
     order = list(runnable)
     shuffle = random.Random(0)
     for _ in range(rounds):  # interleaved: every contender once per round, in a new order each round
         shuffle.shuffle(order)
         for name in order:
             fn = runnable[name]
-            arg = x.clone() if name in INPLACE else x  # a fresh copy, outside the timer
+            arg = x.clone() if _in_place(name) else x  # a fresh copy, outside the timer
             _release_free_memory()
             _sync(device)
             start = time.perf_counter()
@@ -274,8 +333,8 @@ def _peak_cuda(name: str, dtype: str, batch: int, size: int, device: torch.devic
     make = contenders(device, x.dtype, size)[name]
     assert not isinstance(make, str)
     fn = make()
-    fn(x.clone() if name in INPLACE else x, y)
-    arg = x.clone() if name in INPLACE else x
+    fn(x.clone() if _in_place(name) else x, y)
+    arg = x.clone() if _in_place(name) else x
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
@@ -298,7 +357,7 @@ def _measure_one(name: str, dtype: str, batch: int, size: int) -> int:
     assert not isinstance(make, str)
     fn = make()
     fn(x[:2].clone(), y[:2])  # load lazy code paths, touching little memory
-    arg = x.clone() if name in INPLACE else x
+    arg = x.clone() if _in_place(name) else x
     _release_free_memory()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak (VmHWM) to the current resident set
@@ -309,7 +368,7 @@ def _measure_one(name: str, dtype: str, batch: int, size: int) -> int:
     return (peak - before) * 1024
 
 
-def _memory_child(dtype: str, batch: int, size: int, names: list[str]) -> None:
+def _memory_child(dtype: str, batch: int, size: int, names: list[str], baseline: str | None = None) -> None:
     """A fresh process that forks one child per contender, each measuring one call (``_measure_one``).
 
     The parent only imports the libraries (importing once saves seconds per contender); every child
@@ -318,6 +377,8 @@ def _memory_child(dtype: str, batch: int, size: int, names: list[str]) -> None:
     for module in ("torchvision_mix", "timm.data", "kornia.augmentation"):
         if _has(module.split(".")[0]):
             __import__(module)
+    if baseline is not None:
+        load_baseline(baseline)
     out: dict[str, int | None] = {}
     for name in names:
         read, write = os.pipe()
@@ -342,7 +403,7 @@ def peak_memory(names: list[str], dtype: str, batch: int, size: int, device: tor
     """Peak extra memory of one call of each contender, in bytes (None where it could not be measured)."""
     if device.type == "cuda":
         return {name: _peak_cuda(name, dtype, batch, size, device) for name in names}
-    cmd = [sys.executable, __file__, "--memory-child", json.dumps([dtype, batch, size, names])]
+    cmd = [sys.executable, __file__, "--memory-child", json.dumps([dtype, batch, size, names, _BASELINE_SRC])]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         print(f"memory measurement failed:\n{done.stderr}", file=sys.stderr)
@@ -454,6 +515,11 @@ def evaluate_goals(cases: list[dict[str, Any]], goals: list[Goal] = GOALS) -> li
                 continue
             row["value"] = ours["median_ms"] / peer["median_ms"]
         row["status"] = "met" if row["value"] <= goal.bound else "missed"
+        before = results.get(BEFORE + goal.ours, {})
+        if goal.peer is None and before.get("peak_bytes") is not None:
+            row["before"] = before["peak_bytes"] / float(case["batch_bytes"])
+        elif goal.peer is not None and "median_ms" in before:
+            row["before"] = before["median_ms"] / results[goal.peer]["median_ms"]
     return rows
 
 
@@ -466,17 +532,23 @@ def _rst_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render_goals(rows: list[dict[str, Any]]) -> list[str]:
+    """The goals table; with a baseline's rows (``--baseline``), its value beside each goal's, as ``before``."""
     table = []
+    with_before = any("before" in row for row in rows)
     for row in rows:
         goal = row["goal"]
         what = f"<= {goal.bound} batches peak extra memory" if goal.peer is None else f"<= {goal.bound}x {goal.peer}"
+        unit = " batches" if goal.peer is None else "x"
         value = row["value"]
         if value is None:
             measured, status = "n/a", f"n/a ({row['why']})"
         else:
-            measured = f"{value:.2f} batches" if goal.peer is None else f"{value:.2f}x"
+            measured = f"{value:.2f}{unit}"
             status = "met" if row["status"] == "met" else "**missed**"
-        table.append([f"``{goal.ours}``", goal.dtype, what, measured, status, goal.source])
+        cells = [f"``{goal.ours}``", goal.dtype, what, measured, status, goal.source]
+        if with_before:
+            cells.insert(3, "n/a" if row.get("before") is None else f"{row['before']:.2f}{unit}")
+        table.append(cells)
     met = sum(r["status"] == "met" for r in rows)
     missed = sum(r["status"] == "missed" for r in rows)
     head = [
@@ -484,7 +556,11 @@ def render_goals(rows: list[dict[str, Any]]) -> list[str]:
         f"rounds): {met} met, {missed} missed, {len(rows) - met - missed} not measured.",
         "",
     ]
-    return head + _rst_table(["ours", "dtype", "goal", "measured", "met", "set in"], table)
+    header = ["ours", "dtype", "goal", "measured", "met", "set in"]
+    if with_before:
+        head[0] += f" ``before``: the same goal measured on the baseline ({_BASELINE_SRC or 'another checkout'})."
+        header.insert(3, "before")
+    return head + _rst_table(header, table)
 
 
 # --- scaling ----------------------------------------------------------------------------------------
@@ -549,7 +625,7 @@ def count_ops(
         counts = []
         try:
             for _ in range(calls):
-                arg = x.clone() if name in INPLACE else x
+                arg = x.clone() if _in_place(name) else x
                 Counter.count = 0
                 with Counter():
                     fn(arg, y)
@@ -803,11 +879,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling-rounds", type=int, default=7)
     parser.add_argument("--write", help="write the sections measured into this .rst file (between the marker lines)")
     parser.add_argument("--json", help="write every number measured into this JSON file")
+    parser.add_argument(
+        "--baseline", metavar="SRC", help="also time the mixes of another checkout's src folder, in the same rounds"
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         _memory_child(*json.loads(args.memory_child))
         return 0
+    if args.baseline:
+        load_baseline(args.baseline)
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -828,6 +909,8 @@ def main(argv: list[str] | None = None) -> int:
             title = f"**{dev}, {dtype}, batch {batch} x 3 x {size} x {size}**"
             print(title, flush=True)
             only = None if args.only is None else tuple(dict.fromkeys([TV_CUTMIX, *args.only]))
+            if only is not None and _BASELINE is not None:  # each of ours with its baseline
+                only += tuple(BEFORE + name for name in only if name.startswith("ours "))
             results = time_case(dtype, batch, size, device, rounds, args.warmup, only)
             batch_bytes = batch * 3 * size * size * (4 if dtype == "float32" else 1)
             if not args.no_memory:

@@ -357,3 +357,54 @@ def test_the_scaling_section_renders_as_rst():
     assert "* x" not in text.split("Operator counts that grow")[1]
     doctree = docutils_core.publish_doctree(text, settings_overrides={"report_level": 2, "halt_level": 2})
     assert doctree is not None  # halt_level 2: any warning (a broken table, a bad list) raises
+
+
+# --- a baseline in the same rounds ------------------------------------------------------------------
+
+
+@pytest.fixture
+def baseline(monkeypatch):
+    """This checkout loaded as a baseline (a second copy of the package), unloaded after the test."""
+    monkeypatch.setattr(bench, "_BASELINE", None)
+    monkeypatch.setattr(bench, "_BASELINE_SRC", None)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    return bench.load_baseline(str(ROOT / "src"))
+
+
+def test_a_baseline_is_a_second_copy_of_the_package_timed_in_the_same_rounds(baseline, tmp_path):
+    import torchvision_mix
+
+    assert baseline is not torchvision_mix and baseline.CutMix is not torchvision_mix.CutMix
+    assert Path(baseline.__file__).parent.name == baseline.__name__  # the copy, not this checkout's files
+    again = bench.load_baseline(str(ROOT / "src"))  # each load a copy of its own
+    assert again is not baseline and again.__name__ != baseline.__name__
+    out = tmp_path / "run.json"
+    args = ["--quick", "--no-memory", "--extractor-batch", "0", "--baseline", str(ROOT / "src"), "--json", str(out)]
+    assert bench.main([*args, "--only", "ours CutMix", "--only", "ours CutMix inplace"]) == 0
+    results = json.loads(out.read_text())["devices"]["cpu"]["cases"][0]["results"]
+    ours = ("ours CutMix", "ours CutMix inplace")
+    assert set(results) == {bench.TV_CUTMIX, *ours, *(bench.BEFORE + name for name in ours)}
+    assert all(r["median_ms"] > 0 for r in results.values())
+    assert bench._in_place(bench.BEFORE + "ours CutMix inplace") and not bench._in_place(bench.BEFORE + "ours CutMix")
+
+
+def test_the_goals_table_has_a_before_column_from_the_baseline_rows():
+    goals = [bench.Goal("a", "peer", "float32", 1.0, "t"), bench.Goal("a", None, "float32", 2.0, "t")]
+    results = {
+        "peer": {"median_ms": 10.0},
+        "a": {"median_ms": 8.0, "peak_bytes": 1500.0},
+        bench.BEFORE + "a": {"median_ms": 12.0, "peak_bytes": 3000.0},
+    }
+    rows = bench.evaluate_goals([_case("float32", results)], goals)
+    assert [(r["value"], r["before"], r["status"]) for r in rows] == [(0.8, 1.2, "met"), (1.5, 3.0, "met")]
+    table = bench.render_goals(rows)
+    assert table[3].split()[:4] == ["ours", "dtype", "goal", "before"]
+    assert "1.20x" in "\n".join(table) and "3.00 batches" in "\n".join(table)
+    docutils_core = pytest.importorskip("docutils.core")
+    docutils_core.publish_doctree("\n".join(table), settings_overrides={"report_level": 2, "halt_level": 2})
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's VmHWM reset")
+def test_the_memory_column_measures_the_baseline_too(baseline):
+    got = bench.peak_memory([bench.BEFORE + "ours CutMix"], "float32", 16, 128, torch.device("cpu"))
+    assert 0.9 <= got[bench.BEFORE + "ours CutMix"] / (16 * 3 * 128 * 128 * 4) <= 1.3
