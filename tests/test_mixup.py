@@ -164,16 +164,28 @@ def test_integer_blends_in_blocks_equal_the_whole_batch_blend(shape, channels_la
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.uint8])
 @pytest.mark.parametrize("how", ["cyclic", "partner", "inplace", "inplace partner"])
-@pytest.mark.parametrize(("batch", "channels_last"), [(1, False), (2, True), (67, False), (67, True)])
-def test_apply_pastes_and_blends_in_blocks_sample_by_sample(dtype, how, batch, channels_last):
+@pytest.mark.parametrize(
+    ("shape", "channels_last"),
+    [
+        ((1, 3, 32, 40), False),
+        ((2, 3, 32, 40), True),
+        ((67, 3, 32, 40), False),
+        ((67, 3, 32, 40), True),
+        ((2, 3, 300, 301), False),
+        ((2, 3, 300, 301), True),
+    ],
+)
+def test_apply_pastes_and_blends_in_blocks_sample_by_sample(dtype, how, shape, channels_last):
     """apply(masks=, weights=) in one pass over blocks (67 x 3 x 32 x 40: blocks of 17 samples, the first split
-    off): every sample is its mask's paste over its own blend, computed here a sample at a time."""
+    off; integer samples larger than a block: pasted, then blended by columns): every sample is its mask's paste
+    over its own blend, computed here a sample at a time."""
+    batch, _, height, width = shape
     g = torch.Generator().manual_seed(batch)
-    x = (torch.rand(batch, 3, 32, 40, generator=g) * 255).to(dtype)
+    x = (torch.rand(shape, generator=g) * 255).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    m = torch.rand(batch, 32, 40, generator=g) < torch.rand(batch, 1, 1, generator=g)
-    w = torch.rand(batch, generator=g) * (torch.rand(batch, generator=g) < 0.7)  # some samples pasted only
+    m = torch.rand(batch, height, width, generator=g) < torch.rand(batch, 1, 1, generator=g)
+    w = torch.rand(batch, generator=g) * (torch.arange(batch) % 3 != 2)  # every third sample pasted only
     partner = torch.randperm(batch, generator=g) if "partner" in how else None
     before = x.clone()
     out = masks.apply(x, masks=m, weights=w, partner=partner, inplace="inplace" in how)

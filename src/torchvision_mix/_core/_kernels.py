@@ -152,24 +152,37 @@ def blend_into(out: Tensor, base: Tensor, images: Tensor, weights: Tensor, partn
     lerp_into(base[:1], images[-1:], w[:1], out[:1])
 
 
+def paste_blend_fits(images: Tensor) -> bool:
+    """Whether :func:`paste_blend_into` takes this batch: not integer or half samples each larger than a block."""
+    return (
+        blend_dtype(images.dtype) == images.dtype
+        or images.shape[0] == 0
+        or (images[0].numel() <= max(images.numel() // BLOCKS, BLEND_BUDGET))
+    )
+
+
 def paste_blend_into(out: Tensor, images: Tensor, masks: Tensor, weights: Tensor, source: Tensor | None) -> None:
     """``out[i] = where(masks[i], p_i, lerp(x_i, p_i, w_i))``, ``p_i`` = ``source[i]`` or, for ``None``, ``x[i - 1]``.
 
-    A paste and a blend in one pass, a block of samples at a time (a 32nd of the batch on the CPU,
-    the whole batch elsewhere): each block is blended and then pasted while in cache. Integer and
-    half batches are computed in float32 buffers reused by every block (integers rounded to the
-    nearest). ``out`` may be ``images`` when ``source`` is a copy. ``weights`` is ``(B,)``.
+    A paste and a blend in one pass, a block of samples at a time (on the CPU; float32 and float64
+    batches elsewhere in one block): each block is blended and then pasted while in cache. Integer
+    and half batches are computed in float32 buffers of one block, reused by every block (integers
+    rounded to the nearest). ``out`` may be ``images`` when ``source`` is a copy. ``weights`` is
+    ``(B,)``. Only for batches that :func:`paste_blend_fits` (a block's buffers stay within the bound
+    of :func:`lerp_into`).
     """
     batch, height, width = images.shape[0], images.shape[-2], images.shape[-1]
     if batch == 0:
         return
     compute = blend_dtype(images.dtype)
+    per_sample = images[0].numel()
+    wide = images.dtype != compute
     m = masks.reshape(batch, *([1] * (images.ndim - 3)), height, width)
     w = weights.to(compute).reshape(batch, *([1] * (images.ndim - 1)))
     step = batch
-    if images.device.type == "cpu":
-        step = block_samples(batch, images[0].numel(), BLEND_BUDGET)
-    buffers = None if images.dtype == compute else _buffers(images[:step], compute)
+    if wide or images.device.type == "cpu":
+        step = block_samples(batch, per_sample, BLEND_BUDGET)
+    buffers = _buffers(images[:step], compute) if wide else None
     for rows, partner in _blocks(batch, step, images, source):
         if buffers is None:
             mixed = out[rows]

@@ -14,7 +14,15 @@ import torch
 from torch import Tensor
 
 from ._checks import _check_partner, _check_weights, _describe
-from ._kernels import blend_dtype, blend_into, count_true, lerp_compiled, paste_blend_into, words_select
+from ._kernels import (
+    blend_dtype,
+    blend_into,
+    count_true,
+    lerp_compiled,
+    paste_blend_fits,
+    paste_blend_into,
+    words_select,
+)
 
 __all__ = ["apply", "blend", "blend_dtype", "mask_fractions", "paste"]
 
@@ -180,6 +188,10 @@ def apply(
         else:
             mixed = torch.lerp(pasted, rolled, w.to(images.dtype))
         return images.copy_(mixed) if inplace else mixed
+    if not paste_blend_fits(images):  # a few large integer samples: pasted, then blended by columns
+        pasted = paste(images, masks, partner=partner)
+        blend_into(pasted, pasted, images, weights, partner)
+        return images.copy_(pasted) if inplace else pasted
     out = images if inplace else torch.empty_like(images)
     source: Tensor | None = None
     if partner is not None or inplace:  # a copy of the partners (in place, they are overwritten)
