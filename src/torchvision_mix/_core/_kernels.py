@@ -65,7 +65,7 @@ def words_select(masks: Tensor, images: Tensor, source: Tensor | None, out: Tens
     step = block_samples(batch, images[0].numel() * size, SELECT_BUDGET)
     buffer = torch.empty(step, height, width, size, dtype=torch.uint8)
     mask_bytes = masks.view(torch.uint8)
-    for rows, partner in _blocks(images.shape[0], step, x, s):
+    for rows, partner in _blocks(batch, step, x, s):
         n = rows.stop - rows.start
         words = buffer[:n]
         words.copy_(mask_bytes[rows, :, :, None].expand(n, height, width, size)).neg_()  # 1 → 0xFF
@@ -199,6 +199,10 @@ def paste_blend_into(out: Tensor, images: Tensor, masks: Tensor, weights: Tensor
 BLEND_BUDGET = 1 << 16
 
 
+#: The most blocks a blocked pass makes of a batch.
+BLOCKS = 32
+
+
 def block_samples(batch: int, per_sample: int, budget: int) -> int:
     """Samples in each block of a pass over a batch a block at a time, on the CPU.
 
@@ -208,10 +212,6 @@ def block_samples(batch: int, per_sample: int, budget: int) -> int:
     the batch size.
     """
     return max(1, min(batch, max(-(-batch // BLOCKS), budget // max(per_sample, 1))))
-
-
-#: The most blocks a blocked pass makes of a batch.
-BLOCKS = 32
 
 
 def lerp_into(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
