@@ -195,11 +195,13 @@ def test_paste_with_a_partner_index(images, seed, inplace):
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("how", ["cyclic", "partner", "inplace", "inplace partner"])
 @pytest.mark.parametrize("batch", [1, 2, 23])
-def test_paste_of_small_dtypes_in_many_blocks(dtype, how, batch):
+@pytest.mark.parametrize("shared", [False, True], ids=["a mask per sample", "one mask expanded"])
+def test_paste_of_small_dtypes_in_many_blocks(dtype, how, batch, shared):
     """Batches of many 64 KiB blocks (23 x 3 x 40 x 64 bytes: blocks of 8, 8, 7 samples), checked sample by sample."""
     g = torch.Generator().manual_seed(batch)
     images = (torch.rand(batch, 3, 40, 64, generator=g) * 200).to(dtype)
-    m = torch.rand(batch, 40, 64, generator=g) < 0.5
+    m = torch.rand(1 if shared else batch, 40, 64, generator=g) < 0.5
+    m = m.expand(batch, 40, 64)
     partner = torch.randperm(batch, generator=g) if "partner" in how else None
     before = images.clone()
     out = masks.paste(images, m, partner=partner, inplace="inplace" in how)

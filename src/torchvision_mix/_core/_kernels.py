@@ -63,13 +63,17 @@ def words_select(masks: Tensor, images: Tensor, source: Tensor | None, out: Tens
     x, o = images.view(torch.int32), out.view(torch.int32)
     s = None if source is None else source.view(torch.int32)
     step = block_samples(batch, images[0].numel() * size, SELECT_BUDGET)
-    buffer = torch.empty(step, height, width, size, dtype=torch.uint8)
+    shared = masks.stride(0) == 0  # one mask expanded over the batch: its words are made once
+    buffer = torch.empty(1 if shared else step, height, width, size, dtype=torch.uint8)
     mask_bytes = masks.view(torch.uint8)
+    if shared:
+        buffer.copy_(mask_bytes[:1, :, :, None].expand(1, height, width, size)).neg_()  # 1 → 0xFF
     for rows, partner in _blocks(batch, step, x, s):
         n = rows.stop - rows.start
-        words = buffer[:n]
-        words.copy_(mask_bytes[rows, :, :, None].expand(n, height, width, size)).neg_()  # 1 → 0xFF
-        _select_words(words.view(n, *inner, height, width * size).view(torch.int32), partner, x[rows], o[rows])
+        words = buffer[:1] if shared else buffer[:n]
+        if not shared:
+            words.copy_(mask_bytes[rows, :, :, None].expand(n, height, width, size)).neg_()
+        _select_words(words.view(-1, *inner, height, width * size).view(torch.int32), partner, x[rows], o[rows])
     return True
 
 
