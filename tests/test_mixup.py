@@ -162,7 +162,7 @@ def test_integer_blends_in_blocks_equal_the_whole_batch_blend(shape, channels_la
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.uint8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.uint8, torch.int8, torch.int16])
 @pytest.mark.parametrize("how", ["cyclic", "partner", "inplace", "inplace partner"])
 @pytest.mark.parametrize(
     ("shape", "channels_last"),
@@ -181,7 +181,9 @@ def test_apply_pastes_and_blends_in_blocks_sample_by_sample(dtype, how, shape, c
     over its own blend, computed here a sample at a time."""
     batch, _, height, width = shape
     g = torch.Generator().manual_seed(batch)
-    x = (torch.rand(shape, generator=g) * 255).to(dtype)
+    x = (torch.rand(shape, generator=g) * 255 - (128 if dtype == torch.int8 else 0)).to(dtype)
+    if dtype == torch.int16:  # the whole int16 range
+        x = (torch.rand(shape, generator=g) * 65535 - 32768).round().to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     m = torch.rand(batch, height, width, generator=g) < torch.rand(batch, 1, 1, generator=g)
@@ -194,7 +196,7 @@ def test_apply_pastes_and_blends_in_blocks_sample_by_sample(dtype, how, shape, c
         j = (i - 1) % batch if partner is None else int(partner[i])
         own, other = before[i].to(wide), before[j].to(wide)
         blended = torch.lerp(own, other, w[i].to(wide))
-        if dtype == torch.uint8:
+        if not dtype.is_floating_point:
             blended = blended.round()
         assert torch.equal(out[i], torch.where(m[i], other, blended).to(dtype)), i
     assert (out is x) == ("inplace" in how)

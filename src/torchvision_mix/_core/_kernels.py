@@ -278,8 +278,14 @@ def _lerp_rounded(
     if mask is not None:
         torch.where(mask, b_wide, a_wide, out=a_wide)
     if not a.is_floating_point():
+        a_wide.round_()
         info = torch.iinfo(a.dtype)
-        a_wide.round_().clamp_(info.min, info.max)
+        if info.bits <= 16 and b_wide.dtype == torch.float32:
+            # A lerp of two such values is within them to < 0.5, so the rounded result needs no clamp;
+            # and float32 → int32 → uint8/int16 runs vectorised, about twice as fast as float32 → uint8.
+            a_wide = b_wide.view(torch.int32).copy_(a_wide)
+        else:
+            a_wide.clamp_(info.min, info.max)
     out.copy_(a_wide)
 
 
