@@ -94,7 +94,7 @@ def _blocks(batch: int, step: int, images: Tensor, source: Tensor | None) -> Ite
 
 
 #: Bytes of a word select's batch handled per block, at least (a block holds whole samples).
-SELECT_BUDGET = 1 << 16
+SELECT_BUDGET = 1 << 20
 
 
 def _select_words(mask: Tensor, a: Tensor, b: Tensor, out: Tensor) -> None:

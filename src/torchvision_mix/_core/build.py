@@ -449,11 +449,8 @@ def fourier_noise(
     real = torch.float64 if spectra.dtype == torch.complex128 else torch.float32
     if spectra.shape[0] == 0:  # an FFT of nothing: some backends refuse it
         return torch.empty(0, height, width, dtype=real, device=device)
-    fy = torch.fft.fftfreq(height, dtype=real, device=device)
-    fx = torch.fft.rfftfreq(width, dtype=real, device=device)
-    frequency = (fy[:, None].square() + fx[None, :].square()).sqrt_()
-    scale = frequency.clamp_min_(1.0 / max(height, width)).pow_(-decay_power)
-    mirror = (-torch.arange(height, device=device)) % height
+    scale = _fourier_scale(height, width, decay_power, real).to(device, non_blocking=True)
+    mirror = _mirror_rows(height, device)
     batch = spectra.shape[0]
     noise = torch.empty(batch, height, width, dtype=real, device=device)
     # On the CPU a block of samples at a time: the inverse FFT copies its input, and a copy of
@@ -467,6 +464,15 @@ def fourier_noise(
             scaled[:, :, column] = (values + values.index_select(1, mirror).conj()) / 2
         torch.fft.irfft2(scaled, s=(height, width), norm="forward", out=noise[i : i + step])
     return noise
+
+
+@functools.lru_cache(maxsize=32)
+def _fourier_scale(height: int, width: int, decay_power: float, dtype: torch.dtype) -> Tensor:
+    """``1 / max(f, 1 / max(H, W)) ** decay_power`` over the half plane ``(H, W // 2 + 1)`` (CPU, cached)."""
+    fy = torch.fft.fftfreq(height, dtype=dtype)
+    fx = torch.fft.rfftfreq(width, dtype=dtype)
+    frequency = (fy[:, None].square() + fx[None, :].square()).sqrt_()
+    return frequency.clamp_min_(1.0 / max(height, width)).pow_(-decay_power)
 
 
 _NOISE_BLOCK = 1 << 17  # spectrum coefficients per inverse FFT on the CPU (1 MiB of complex64)
