@@ -73,6 +73,10 @@ def _contenders(device: torch.device, dtype: torch.dtype, size: int, lib: Any) -
 
     out: dict[str, Callable[[], Fn] | str] = {}
 
+    def seeded(cls: Any, *args: Any, **kwargs: Any) -> Fn:
+        """One of ours with a generator of its own, seeded alike: a baseline's copy draws the same parameters."""
+        return cls(*args, generator=torch.Generator().manual_seed(0), **kwargs)
+
     def copy_floor(x: torch.Tensor, y: torch.Tensor) -> Any:
         return torch.empty_like(x).copy_(x)
 
@@ -90,7 +94,9 @@ def _contenders(device: torch.device, dtype: torch.dtype, size: int, lib: Any) -
 
     def recipe(per_sample: bool) -> Fn:
         children = [CutMix(alpha=1.0), MixUp(alpha=0.8)]
-        return RandomMix(children, p=[0.5, 0.5], per_sample=per_sample, num_classes=NUM_CLASSES, label_smoothing=0.1)
+        return seeded(
+            RandomMix, children, p=[0.5, 0.5], per_sample=per_sample, num_classes=NUM_CLASSES, label_smoothing=0.1
+        )
 
     def kornia_cutmix() -> Fn:
         import kornia.augmentation as K
@@ -99,8 +105,8 @@ def _contenders(device: torch.device, dtype: torch.dtype, size: int, lib: Any) -
 
     def attentive_precomputed() -> Fn:
         cells = 7  # one attention value per grid cell, the size of a ResNet map of 224 x 224 images
-        heat = torch.rand(1, cells, cells, device=device)
-        mix = AttentiveCutMix(grid_size=7, num_classes=NUM_CLASSES, attention_getter=lambda inputs: inputs[2])
+        heat = torch.rand(1, cells, cells, generator=torch.Generator().manual_seed(0)).to(device)
+        mix = seeded(AttentiveCutMix, grid_size=7, num_classes=NUM_CLASSES, attention_getter=lambda inputs: inputs[2])
         return lambda x, y: mix(x, y, heat.expand(x.shape[0], cells, cells))
 
     def nearly_free(x: torch.Tensor) -> torch.Tensor:
@@ -118,20 +124,20 @@ def _contenders(device: torch.device, dtype: torch.dtype, size: int, lib: Any) -
         out["kornia RandomCutMixV2"] = "kornia refuses uint8 images"
     else:
         out["kornia RandomCutMixV2"] = kornia_cutmix
-    out["ours CutMix"] = lambda: CutMix(num_classes=NUM_CLASSES)
-    out["ours CutMix per_sample"] = lambda: CutMix(num_classes=NUM_CLASSES, per_sample=True)
-    out["ours CutMix inplace"] = lambda: CutMix(num_classes=NUM_CLASSES, inplace=True)
-    out["ours AttentiveCutMix (free extractor)"] = lambda: AttentiveCutMix(
-        feature_extractor=nearly_free, grid_size=7, num_classes=NUM_CLASSES
+    out["ours CutMix"] = lambda: seeded(CutMix, num_classes=NUM_CLASSES)
+    out["ours CutMix per_sample"] = lambda: seeded(CutMix, num_classes=NUM_CLASSES, per_sample=True)
+    out["ours CutMix inplace"] = lambda: seeded(CutMix, num_classes=NUM_CLASSES, inplace=True)
+    out["ours AttentiveCutMix (free extractor)"] = lambda: seeded(
+        AttentiveCutMix, feature_extractor=nearly_free, grid_size=7, num_classes=NUM_CLASSES
     )
     out["ours AttentiveCutMix (precomputed)"] = attentive_precomputed
     if dtype.is_floating_point:
         out["torchvision v2.MixUp"] = lambda: v2.MixUp(num_classes=NUM_CLASSES)
     else:
         out["torchvision v2.MixUp"] = "torchvision refuses uint8 images"
-    out["ours MixUp"] = lambda: MixUp(num_classes=NUM_CLASSES)
-    out["ours MixUp per_sample"] = lambda: MixUp(num_classes=NUM_CLASSES, per_sample=True)
-    out["ours MixUp inplace"] = lambda: MixUp(num_classes=NUM_CLASSES, inplace=True)
+    out["ours MixUp"] = lambda: seeded(MixUp, num_classes=NUM_CLASSES)
+    out["ours MixUp per_sample"] = lambda: seeded(MixUp, num_classes=NUM_CLASSES, per_sample=True)
+    out["ours MixUp inplace"] = lambda: seeded(MixUp, num_classes=NUM_CLASSES, inplace=True)
     for mode in ("batch", "elem"):
         name = f"timm Mixup recipe {mode}"
         if not _has("timm"):
@@ -145,12 +151,12 @@ def _contenders(device: torch.device, dtype: torch.dtype, size: int, lib: Any) -
         out[f"timm Mixup recipe {mode} + copy"] = peer if isinstance(peer, str) else functools.partial(_with_copy, peer)
     out["ours RandomMix recipe"] = functools.partial(recipe, False)
     out["ours RandomMix recipe per_sample"] = functools.partial(recipe, True)
-    out["ours SaliencyMix"] = lambda: SaliencyMix(num_classes=NUM_CLASSES)
-    out["ours SaliencyMix per_sample"] = lambda: SaliencyMix(num_classes=NUM_CLASSES, per_sample=True)
-    out["ours FMix"] = lambda: FMix(num_classes=NUM_CLASSES)
-    out["ours FMix per_sample"] = lambda: FMix(num_classes=NUM_CLASSES, per_sample=True)
-    out["ours GridMix"] = lambda: GridMix(num_classes=NUM_CLASSES)
-    out["ours GridMix per_sample"] = lambda: GridMix(num_classes=NUM_CLASSES, per_sample=True)
+    out["ours SaliencyMix"] = lambda: seeded(SaliencyMix, num_classes=NUM_CLASSES)
+    out["ours SaliencyMix per_sample"] = lambda: seeded(SaliencyMix, num_classes=NUM_CLASSES, per_sample=True)
+    out["ours FMix"] = lambda: seeded(FMix, num_classes=NUM_CLASSES)
+    out["ours FMix per_sample"] = lambda: seeded(FMix, num_classes=NUM_CLASSES, per_sample=True)
+    out["ours GridMix"] = lambda: seeded(GridMix, num_classes=NUM_CLASSES)
+    out["ours GridMix per_sample"] = lambda: seeded(GridMix, num_classes=NUM_CLASSES, per_sample=True)
     return out
 
 

@@ -408,3 +408,15 @@ def test_the_goals_table_has_a_before_column_from_the_baseline_rows():
 def test_the_memory_column_measures_the_baseline_too(baseline):
     got = bench.peak_memory([bench.BEFORE + "ours CutMix"], "float32", 16, 128, torch.device("cpu"))
     assert 0.9 <= got[bench.BEFORE + "ours CutMix"] / (16 * 3 * 128 * 128 * 4) <= 1.3
+
+
+def test_ours_and_the_baselines_copy_draw_the_same_parameters(baseline):
+    """Each of ours has a generator of its own, seeded alike: a row and its 'before' row mix alike, so a per-batch
+    switch (the recipe) is timed on the same choices, not on whatever the global generator gave each."""
+    fns = bench.contenders(torch.device("cpu"), torch.float32, 16)
+    x, y = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.arange(6)
+    for name in ("ours RandomMix recipe", "ours FMix per_sample", "ours AttentiveCutMix (precomputed)"):
+        ours, before = fns[name](), fns[bench.BEFORE + name]()
+        for _ in range(3):
+            a, b = ours(x, y), before(x, y)
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), name
