@@ -220,6 +220,18 @@ def load_baseline(src: str) -> Any:
     return _BASELINE
 
 
+def baseline_label() -> str:
+    """The baseline as the page names it: its git commit, else its folder's name (no path of this machine)."""
+    if _BASELINE_SRC is None:
+        return "another checkout"
+    done = subprocess.run(
+        ["git", "-C", _BASELINE_SRC, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    if done.returncode == 0 and done.stdout.strip():
+        return f"commit {done.stdout.strip()}"
+    return os.path.basename(os.path.abspath(os.path.join(_BASELINE_SRC, os.pardir)))
+
+
 #: (contender, peer) pairs whose time ratio is reported beside each table.
 PEER_RATIOS = [
     ("ours CutMix", "torchvision v2.CutMix"),
@@ -564,7 +576,7 @@ def render_goals(rows: list[dict[str, Any]]) -> list[str]:
     ]
     header = ["ours", "dtype", "goal", "measured", "met", "set in"]
     if with_before:
-        head[0] += f" ``before``: the same goal measured on the baseline ({_BASELINE_SRC or 'another checkout'})."
+        head[0] += f" ``before``: the same goal measured in the same rounds on the baseline ({baseline_label()})."
         header.insert(3, "before")
     return head + _rst_table(header, table)
 

@@ -386,6 +386,8 @@ def test_a_baseline_is_a_second_copy_of_the_package_timed_in_the_same_rounds(bas
     assert set(results) == {bench.TV_CUTMIX, *ours, *(bench.BEFORE + name for name in ours)}
     assert all(r["median_ms"] > 0 for r in results.values())
     assert bench._in_place(bench.BEFORE + "ours CutMix inplace") and not bench._in_place(bench.BEFORE + "ours CutMix")
+    head = bench.render_goals([{"goal": bench.GOALS[0], "value": 1.0, "status": "met", "before": 2.0}])[0]
+    assert "commit " in head and str(ROOT) not in head  # the page names the baseline, not a path of this machine
 
 
 def test_the_goals_table_has_a_before_column_from_the_baseline_rows():
