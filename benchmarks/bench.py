@@ -193,7 +193,7 @@ _LOADS = itertools.count()
 
 
 def load_baseline(src: str) -> Any:
-    """Import another checkout's package (``src/torchvision_mix``) beside this one, as ``torchvision_mix_baseline``.
+    """Import another checkout's package (``src/torchvision_mix``) beside this one, as ``torchvision_mix_baseline_N``.
 
     The package is copied under a name of its own (its imports are relative), and so are its torch
     custom operators: under one name, the copy loaded last would serve both.
