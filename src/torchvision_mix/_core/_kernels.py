@@ -159,9 +159,7 @@ def blend_into(out: Tensor, base: Tensor, images: Tensor, weights: Tensor, partn
 def paste_blend_fits(images: Tensor) -> bool:
     """Whether :func:`paste_blend_into` takes this batch: not integer or half samples each larger than a block."""
     return (
-        blend_dtype(images.dtype) == images.dtype
-        or images.shape[0] == 0
-        or (images[0].numel() <= max(images.numel() // BLOCKS, BLEND_BUDGET))
+        blend_dtype(images.dtype) == images.dtype or images.shape[0] == 0 or images[0].numel() <= _blend_chunk(images)
     )
 
 
@@ -207,6 +205,11 @@ BLEND_BUDGET = 1 << 16
 BLOCKS = 32
 
 
+def _blend_chunk(t: Tensor) -> int:
+    """Elements of ``t`` an integer blend computes per step: a ``BLOCKS``-th of it, at least ``BLEND_BUDGET``."""
+    return max(t.numel() // BLOCKS, BLEND_BUDGET)
+
+
 def block_samples(batch: int, per_sample: int, budget: int) -> int:
     """Samples in each block of a pass over a batch a block at a time, on the CPU.
 
@@ -237,7 +240,7 @@ def lerp_into(a: Tensor, b: Tensor, w: Tensor, out: Tensor) -> None:
         return
     w = w.to(compute)
     batch = out.shape[0]
-    chunk = max(out.numel() // BLOCKS, BLEND_BUDGET)
+    chunk = _blend_chunk(out)
     per_sample = out.numel() // batch
     if per_sample <= chunk:  # blocks of whole samples: contiguous in any memory format
         step = block_samples(batch, per_sample, BLEND_BUDGET)
